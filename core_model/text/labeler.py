@@ -362,7 +362,9 @@ class Labeler:
             for s in sentences
             for m in s.others
         )
-        if not abnormal:
+        if not abnormal and sentences:
+            # Nothing abnormal said about the image.  With no clinical sentence at
+            # all nothing was said, so "No Finding" stays unmentioned.
             labels["No Finding"] = Assertion.PRESENT
         laterality: dict[str, str] = {}
         severity: dict[str, str] = {}

@@ -48,6 +48,16 @@ _HEADING = re.compile(
     + r")[ \t]*(?::|(?=[ \t]*$))[ \t]*"
 )
 
+# Headings in capitals with a colon also count inside a line ("... IMPRESSION: No
+# acute process."), as reports flattened into one CSV cell often have them.
+_INLINE_HEADING = re.compile(
+    r"(?<![A-Za-z])(?P<heading>"
+    + "|".join(
+        sorted((re.escape(s.upper()).replace(r"\ ", r"[ \t]+") for s in _LOOKUP if len(s) > 4), key=len, reverse=True)
+    )
+    + r")[ \t]*:[ \t]*"
+)
+
 #: De-identification placeholders: MIMIC's ``___`` and OpenI's ``XXXX``.
 DEID_SPAN = re.compile(r"_{2,}|\bX{2,}\b")
 
@@ -72,6 +82,10 @@ def parse_sections(text: str) -> list[Section]:
     if not isinstance(text, str):
         raise TypeError(f"report text must be str, not {type(text).__name__}")
     matches = list(_HEADING.finditer(text))
+    starts = {m.start("heading") for m in matches}
+    inline = [m for m in _INLINE_HEADING.finditer(text) if m.start("heading") not in starts]
+    if inline:
+        matches = sorted(matches + inline, key=lambda m: m.start())
     sections: list[Section] = []
     first = matches[0].start() if matches else len(text)
     if text[:first].strip():
@@ -97,17 +111,15 @@ def clinical_sections(text: str) -> list[Section]:
 
     FINDINGS and IMPRESSION when present; otherwise every section that is not
     administrative (a report with no headings is all clinical); otherwise the
-    last non-empty section, as MIMIC-CXR's own section parser falls back to
-    the last paragraph.
+    last non-empty section that is not administrative, as MIMIC-CXR's own
+    section parser falls back to the last paragraph.  A report of INDICATION,
+    TECHNIQUE and COMPARISON only has no clinical section.
     """
     sections = [s for s in parse_sections(text) if s.text]
     chosen = [s for s in sections if s.name in CLINICAL_SECTIONS]
     if chosen:
         return chosen
-    chosen = [s for s in sections if s.name not in ADMINISTRATIVE_SECTIONS and s.name != "recommendation"]
-    if chosen:
-        return chosen
-    return sections[-1:]
+    return [s for s in sections if s.name not in ADMINISTRATIVE_SECTIONS and s.name != "recommendation"]
 
 
 def has_clinical_heading(text: str) -> bool:

@@ -199,7 +199,7 @@ BORDERLINE_PREDICATE = r"(?:borderline(?:\s+(?:enlarged|in\s+size|large|prominen
 
 TRIGGERS: dict[str, tuple[str, ...]] = {
     "PSEUDO": (
-        r"no\s+(?:significant\s+|definite\s+|suspicious\s+|appreciable\s+|substantial\s+)?"
+        r"(?:there\s+(?:is|are|has\s+been|have\s+been)\s+)?no\s+(?:significant\s+|definite\s+|suspicious\s+|appreciable\s+|substantial\s+)?"
         r"(?:interval\s+)?(?:change|increase|decrease|worsening|improvement|progression|enlargement)",
         r"not\s+(?:significantly\s+|substantially\s+|markedly\s+)?(?:changed|increased|decreased|worsened|improved)",
         r"without\s+(?:significant\s+|definite\s+|interval\s+)*(?:change|increase|decrease|worsening|improvement)",

@@ -1,0 +1,277 @@
+"""``concord`` subcommands of the report-language engine.
+
+``sections``, ``sentences``, ``label``, ``rewrite``, ``graph`` and ``negex``.
+Each reads a CSV of reports and writes one output row per input row (a row
+that cannot be processed says why), so a table never silently shrinks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from core_model.text.io import InputError, ReportRow, atomic_output, read_reports
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the report-language subcommands to the ``concord`` parser."""
+    p = _table_command(sub, "sections", "split reports into sections (JSON lines)", _cmd_sections)
+    p = _table_command(sub, "sentences", "split reports into sentences (JSON lines)", _cmd_sentences)
+    p.add_argument("--strip-temporal", action="store_true", help="remove temporal and comparison statements")
+    p.add_argument("--single-entity", action="store_true", help="one clinical entity per sentence (implies --strip-temporal)")
+    p.add_argument("--all-sections", action="store_true", help="read every section, not only FINDINGS/IMPRESSION")
+
+    p = _table_command(sub, "label", "label reports with the 14 CheXpert observations (CSV)", _cmd_label)
+    p.add_argument("--all-sections", action="store_true", help="read every section, not only FINDINGS/IMPRESSION")
+    p.add_argument("--details", action="store_true", help="add laterality and severity columns")
+
+    p = _table_command(sub, "rewrite", "make CXR-Align edits r, r^n, r^r per report (JSON lines)", _cmd_rewrite)
+    p.add_argument("--seed", type=int, default=0, help="seed for entity, phrasing and position choices")
+    p.add_argument("--entity", help="edit this CheXpert observation instead of a random positive one")
+    p.add_argument("--backend", choices=("rules", "gemini"), default="rules",
+                   help="rewriting backend (gemini sends de-identified report text off this machine)")
+    p.add_argument("--gemini-model", default=None, help="Gemini model name (gemini backend)")
+    p.add_argument("--gemini-base-url", default=None, help="Gemini API base URL (gemini backend)")
+
+    p = _table_command(sub, "graph", "extract RadGraph-schema report graphs (JSON lines)", _cmd_graph)
+    p.add_argument("--radgraph-model-dir", default=None,
+                   help="local radgraph model directory (uses the radgraph package when present)")
+    p.add_argument("--radgraph-python", default=None,
+                   help="Python interpreter of the environment where radgraph is installed")
+
+    p = sub.add_parser("negex", help="score the negation layer on a NegEx annotation file")
+    p.add_argument("annotations", help="tab-separated: report no., concept, sentence, Affirmed/Negated")
+    p.add_argument("--errors", action="store_true", help="list the disagreements")
+    p.set_defaults(func=_cmd_negex)
+
+
+def _table_command(sub: argparse._SubParsersAction, name: str, help_: str, func: Callable[..., int]) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help_, description=help_)
+    p.add_argument("input", metavar="IN.csv", help="CSV file of reports ('-' for standard input)")
+    p.add_argument("--text-column", required=True, help="column holding the report text")
+    p.add_argument("--id-column", help="column that identifies each row (default: row number)")
+    p.add_argument("-o", "--output", required=True, help="output file ('-' for standard output)")
+    p.add_argument("--encoding", default="utf-8", help="input encoding (default utf-8)")
+    p.set_defaults(func=func)
+    return p
+
+
+def _rows(args: argparse.Namespace) -> Iterator[ReportRow]:
+    return _progress(read_reports(args.input, args.text_column, args.id_column, args.encoding), args)
+
+
+def _progress(rows: Iterable[ReportRow], args: argparse.Namespace) -> Iterator[ReportRow]:
+    if not sys.stderr.isatty():
+        yield from rows
+        return
+    from tqdm import tqdm
+
+    yield from tqdm(rows, desc=f"concord {args.command}", unit=" reports", file=sys.stderr)
+
+
+def _write_jsonl(args: argparse.Namespace, records: Iterable[dict[str, Any]]) -> int:
+    counts = {"rows": 0, "skipped": 0}
+    with atomic_output(args.output) as out:
+        for record in records:
+            counts["rows"] += 1
+            counts["skipped"] += "skipped" in record
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    _summary(args, counts)
+    return 0
+
+
+def _summary(args: argparse.Namespace, counts: dict[str, int]) -> None:
+    print(
+        f"concord {args.command}: {counts['rows']} rows written to {args.output}"
+        f" ({counts['skipped']} skipped, each with its reason)",
+        file=sys.stderr,
+    )
+
+
+# ------------------------------------------------------------------ commands
+
+def _cmd_sections(args: argparse.Namespace) -> int:
+    from core_model.text.sections import parse_sections
+
+    def records() -> Iterator[dict[str, Any]]:
+        for row in _rows(args):
+            if row.skip:
+                yield {"id": row.id, "skipped": row.skip}
+                continue
+            yield {
+                "id": row.id,
+                "sections": [
+                    {"name": s.name, "heading": s.heading, "start": s.start, "end": s.end, "text": s.text}
+                    for s in parse_sections(row.text)
+                ],
+            }
+
+    return _write_jsonl(args, records())
+
+
+def _cmd_sentences(args: argparse.Namespace) -> int:
+    from core_model.text.entities import single_entity_sentences
+    from core_model.text.labeler import default_labeler
+    from core_model.text.sections import clinical_sections
+    from core_model.text.sentences import split_sentences
+    from core_model.text.temporal import strip_temporal
+
+    labeler = default_labeler()
+    strip = args.strip_temporal or args.single_entity
+
+    def sentences_of(text: str) -> list[str]:
+        parts = [(text, 0)] if args.all_sections else [(s.text, s.start) for s in clinical_sections(text)]
+        out: list[str] = []
+        for body, offset in parts:
+            for span in split_sentences(body, offset):
+                sentence = strip_temporal(span.text) if strip else span.text
+                if not sentence:
+                    continue
+                if args.single_entity:
+                    out.extend(single_entity_sentences(labeler.label_sentence(sentence), labeler))
+                else:
+                    out.append(sentence)
+        return out
+
+    def records() -> Iterator[dict[str, Any]]:
+        for row in _rows(args):
+            if row.skip:
+                yield {"id": row.id, "skipped": row.skip}
+            else:
+                yield {"id": row.id, "sentences": sentences_of(row.text)}
+
+    return _write_jsonl(args, records())
+
+
+def _cmd_label(args: argparse.Namespace) -> int:
+    from core_model.text.labeler import default_labeler
+    from core_model.text.observations import FINDINGS, OBSERVATIONS
+
+    labeler = default_labeler()
+    id_name = args.id_column or "row"
+    columns = [id_name, *OBSERVATIONS]
+    if args.details:
+        columns += [f"{o} laterality" for o in FINDINGS] + [f"{o} severity" for o in FINDINGS]
+    columns.append("skip_reason")
+    counts = {"rows": 0, "skipped": 0}
+    with atomic_output(args.output) as out:
+        writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        for row in _rows(args):
+            counts["rows"] += 1
+            record = dict.fromkeys(columns, "")
+            record[id_name] = row.id
+            if row.skip:
+                counts["skipped"] += 1
+                record["skip_reason"] = row.skip
+            else:
+                labels = labeler.label_report(row.text, sections=not args.all_sections)
+                record.update(labels.chexpert_row())
+                if not labels.sentences:
+                    counts["skipped"] += 1
+                    record["skip_reason"] = "no clinical text (no FINDINGS/IMPRESSION or other clinical section)"
+                if args.details:
+                    for o in FINDINGS:
+                        record[f"{o} laterality"] = labels.laterality.get(o, "")
+                        record[f"{o} severity"] = labels.severity.get(o, "")
+            writer.writerow(record)
+    _summary(args, counts)
+    return 0
+
+
+def _cmd_rewrite(args: argparse.Namespace) -> int:
+    from core_model.text.edits import (
+        AlignEdit,
+        make_edit,
+        normal_hard_negative,
+        report_rng,
+        single_positive_pool,
+    )
+    from core_model.text.observations import FINDINGS
+    from core_model.text.rewrite.base import get_backend
+
+    if args.entity and args.entity not in FINDINGS:
+        raise InputError(f"--entity {args.entity!r} is not a CheXpert finding; choose one of: {', '.join(FINDINGS)}")
+    options: dict[str, Any] = {}
+    if args.backend == "gemini":
+        options = {k: v for k, v in (("model", args.gemini_model), ("base_url", args.gemini_base_url)) if v}
+    backend = get_backend(args.backend, **options)
+    # Two passes: the pool of single-finding reports (hard negatives for normal
+    # reports, section 4.1) needs the whole table first.
+    rows = list(_rows(args))
+    memo: dict[str, list[str]] = {}
+    cached = _Memo(backend, memo)
+    pool = single_positive_pool([(r.id, r.text) for r in rows if not r.skip], backend=cached)
+
+    def records() -> Iterator[dict[str, Any]]:
+        for row in rows:
+            if row.skip:
+                yield {"id": row.id, "skipped": row.skip}
+                continue
+            rng = report_rng(args.seed, row.id)
+            result = make_edit(row.text, backend=cached, rng=rng, entity=args.entity)
+            if isinstance(result, AlignEdit):
+                yield {
+                    "id": row.id, "entity": result.entity, "position": result.position,
+                    "r": result.r, "r_n": result.r_n, "r_r": result.r_r,
+                    "labels": result.labels, "backend": backend.name,
+                }
+            elif result.normal and args.entity is None:
+                key, entity, text = normal_hard_negative(pool, rng, exclude=row.id)
+                yield {
+                    "id": row.id, "normal": True, "r": result.r,
+                    "skipped": "normal report: no entity to negate; hard negative drawn from the "
+                               "single-finding pool (paper section 4.1)",
+                    "hard_negative": text, "hard_negative_entity": entity,
+                    "hard_negative_source": key, "backend": backend.name,
+                }
+            else:
+                yield {"id": row.id, "skipped": result.reason, "r": result.r, "backend": backend.name}
+
+    return _write_jsonl(args, records())
+
+
+class _Memo:
+    """Wraps a backend so each report is rewritten once across the two passes."""
+
+    def __init__(self, backend: Any, memo: dict[str, list[str]]) -> None:
+        self._backend, self._memo = backend, memo
+        self.name = backend.name
+
+    def single_entity(self, report: str) -> list[str]:
+        if report not in self._memo:
+            self._memo[report] = self._backend.single_entity(report)
+        return list(self._memo[report])
+
+    def remove_entity(self, sentences: list[str], entity: str) -> list[str]:
+        return self._backend.remove_entity(sentences, entity)
+
+
+def _cmd_graph(args: argparse.Namespace) -> int:
+    from core_model.text.graph import get_extractor
+
+    extractor = get_extractor(model_dir=args.radgraph_model_dir, python=args.radgraph_python)
+
+    def records() -> Iterator[dict[str, Any]]:
+        for row in _rows(args):
+            if row.skip:
+                yield {"id": row.id, "skipped": row.skip}
+            else:
+                yield {"id": row.id, **extractor(row.text)}
+
+    return _write_jsonl(args, records())
+
+
+def _cmd_negex(args: argparse.Namespace) -> int:
+    from core_model.text.negex_eval import evaluate, read_annotations
+
+    result = evaluate(read_annotations(args.annotations))
+    print(result.summary())
+    if args.errors:
+        for kind, concept, sentence in result.errors:
+            print(f"{kind}\t{concept}\t{sentence}")
+    return 0
