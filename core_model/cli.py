@@ -36,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="rewriting backend (gemini sends de-identified report text off this machine)")
     p.add_argument("--gemini-model", default=None, help="Gemini model name (gemini backend)")
     p.add_argument("--gemini-base-url", default=None, help="Gemini API base URL (gemini backend)")
+    p.add_argument("--gemini-cache-dir", default=None, help="where validated Gemini answers are cached")
 
     p = _table_command(sub, "graph", "extract RadGraph-schema report graphs (JSON lines)", _cmd_graph)
     p.add_argument("--radgraph-model-dir", default=None,
@@ -192,14 +193,25 @@ def _cmd_rewrite(args: argparse.Namespace) -> int:
         single_positive_pool,
     )
     from core_model.text.observations import FINDINGS
-    from core_model.text.rewrite.base import get_backend
+    from core_model.text.rewrite.base import RewriteError, get_backend
 
     if args.entity and args.entity not in FINDINGS:
         raise InputError(f"--entity {args.entity!r} is not a CheXpert finding; choose one of: {', '.join(FINDINGS)}")
     options: dict[str, Any] = {}
     if args.backend == "gemini":
-        options = {k: v for k, v in (("model", args.gemini_model), ("base_url", args.gemini_base_url)) if v}
-    backend = get_backend(args.backend, **options)
+        options = {
+            k: v
+            for k, v in (
+                ("model", args.gemini_model),
+                ("base_url", args.gemini_base_url),
+                ("cache_dir", args.gemini_cache_dir),
+            )
+            if v
+        }
+    try:
+        backend = get_backend(args.backend, **options)
+    except RewriteError as exc:  # e.g. no API key, SDK not installed
+        raise InputError(str(exc)) from exc
     # Two passes: the pool of single-finding reports (hard negatives for normal
     # reports, section 4.1) needs the whole table first.
     rows = list(_rows(args))
@@ -252,16 +264,39 @@ class _Memo:
 
 
 def _cmd_graph(args: argparse.Namespace) -> int:
-    from core_model.text.graph import get_extractor
+    from core_model.text.radgraph_adapter import (
+        RadGraphError,
+        RadGraphPackageExtractor,
+        RadGraphUnavailable,
+        get_extractor,
+    )
 
-    extractor = get_extractor(model_dir=args.radgraph_model_dir, python=args.radgraph_python)
+    if args.radgraph_model_dir:
+        # Asked for by name: a missing model is an error, not a silent fallback.
+        try:
+            extractor = RadGraphPackageExtractor(args.radgraph_model_dir, args.radgraph_python or "python")
+        except RadGraphUnavailable as exc:
+            raise InputError(f"radgraph model not usable: {exc}") from exc
+    else:
+        extractor = get_extractor(python=args.radgraph_python)
 
     def records() -> Iterator[dict[str, Any]]:
+        batch: list[ReportRow] = []
         for row in _rows(args):
-            if row.skip:
-                yield {"id": row.id, "skipped": row.skip}
-            else:
-                yield {"id": row.id, **extractor(row.text)}
+            batch.append(row)
+            if len(batch) == 64:
+                yield from graph_batch(batch)
+                batch = []
+        yield from graph_batch(batch)
+
+    def graph_batch(rows: list[ReportRow]) -> Iterator[dict[str, Any]]:
+        readable = [r for r in rows if not r.skip]
+        try:
+            graphs = iter(extractor.extract([r.text for r in readable]))
+        except RadGraphError as exc:
+            raise InputError(f"radgraph failed: {exc}") from exc
+        for row in rows:
+            yield {"id": row.id, "skipped": row.skip} if row.skip else {"id": row.id, **next(graphs)}
 
     return _write_jsonl(args, records())
 

@@ -16,6 +16,11 @@ import pytest
 from app.cli import main
 from core_model.text.observations import OBSERVATIONS
 
+try:  # tests/ on sys.path (pytest's default rootdir mode) or tests as a package
+    from fake_gemini import FakeGemini, fake_gemini  # noqa: F401  (fixture)
+except ImportError:  # pragma: no cover
+    from tests.fake_gemini import FakeGemini, fake_gemini  # noqa: F401
+
 DATA = Path(__file__).parent / "data"
 
 
@@ -200,3 +205,60 @@ def test_installed_entry_point():
         assert command in proc.stdout
     proc = subprocess.run([sys.executable, "-m", "app.cli", "label"], capture_output=True, text=True, check=False)
     assert proc.returncode == 2 and "required" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_graph_jsonl_in_input_order(tmp_path):
+    out = tmp_path / "g.jsonl"
+    assert run("graph", DATA / "reports.csv", "--text-column", "report", "--id-column", "study_id", "-o", out) == 0
+    records = read_jsonl(out)
+    source = [r["study_id"] for r in csv.DictReader(open(DATA / "reports.csv"))]
+    assert [r["id"] for r in records] == source
+    first = records[0]
+    tokens = first["text"].split()
+    for entity in first["entities"].values():
+        assert {"tokens", "label", "start_ix", "end_ix", "relations"} <= set(entity)
+        assert " ".join(tokens[entity["start_ix"]:entity["end_ix"] + 1]) == entity["tokens"]
+    absent = [e["tokens"] for e in first["entities"].values() if e["label"] == "Observation::definitely absent"]
+    assert "effusion" in absent and "pneumothorax" in absent
+    assert records[10] == {"id": "s50000011", "skipped": "empty report"}
+
+
+def test_graph_with_missing_radgraph_model_is_an_error(tmp_path, capsys):
+    code = run("graph", DATA / "reports.csv", "--text-column", "report",
+               "--radgraph-model-dir", tmp_path / "none", "-o", tmp_path / "g.jsonl")
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "config.json" in err and "never downloads" in err
+
+
+def test_rewrite_with_the_gemini_backend_against_a_local_server(tmp_path, monkeypatch, fake_gemini):
+    monkeypatch.setenv("GEMINI_API_KEY", "AIzaFAKE-cli-key-000")
+    src = write_csv(tmp_path / "in.csv", [
+        ["id", "text"],
+        ["a", "FINDINGS: Compared to ___, small left pleural effusion and no pneumothorax."],
+    ])
+    fake_gemini.script(
+        FakeGemini.sentences("Small left pleural effusion.", "No pneumothorax."),
+        FakeGemini.keep(1),
+    )
+    out = tmp_path / "edits.jsonl"
+    code = run("rewrite", src, "--text-column", "text", "--id-column", "id", "--backend", "gemini",
+               "--gemini-base-url", fake_gemini.url, "--gemini-cache-dir", tmp_path / "cache", "-o", out)
+    assert code == 0
+    [record] = read_jsonl(out)
+    assert record["backend"] == "gemini" and record["entity"] == "Pleural Effusion"
+    assert record["r_r"] == "No pneumothorax."
+    assert len(fake_gemini.requests) == 2
+    # A rerun pays nothing twice: every answer comes from the cache.
+    assert run("rewrite", src, "--text-column", "text", "--id-column", "id", "--backend", "gemini",
+               "--gemini-base-url", fake_gemini.url, "--gemini-cache-dir", tmp_path / "cache", "-o", out) == 0
+    assert len(fake_gemini.requests) == 2
+
+
+def test_rewrite_with_gemini_but_no_key_is_one_clear_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
+    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
+    code = run("rewrite", DATA / "reports.csv", "--text-column", "report", "--backend", "gemini", "-o", tmp_path / "o")
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "GEMINI_API_KEY" in err and err.count("\n") == 1
