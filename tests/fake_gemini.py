@@ -29,13 +29,11 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-
-import pytest
 
 #: gRPC status names Google puts in ``error.status`` for each HTTP code.
 GRPC_STATUS: dict[int, str] = {
@@ -291,12 +289,3 @@ def _reason(status: int) -> str:
         return HTTPStatus(status).phrase
     except ValueError:
         return "Unknown"
-
-
-@pytest.fixture
-def fake_gemini(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGemini]:
-    """A running :class:`FakeGemini`; requests to 127.0.0.1 bypass any configured proxy."""
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    with FakeGemini() as server:
-        yield server

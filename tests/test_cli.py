@@ -12,14 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from fake_gemini import FakeGemini
 
 from app.cli import main
 from core_model.text.observations import OBSERVATIONS
-
-try:  # tests/ on sys.path (pytest's default rootdir mode) or tests as a package
-    from fake_gemini import FakeGemini, fake_gemini  # noqa: F401  (fixture)
-except ImportError:  # pragma: no cover
-    from tests.fake_gemini import FakeGemini, fake_gemini  # noqa: F401
 
 DATA = Path(__file__).parent / "data"
 

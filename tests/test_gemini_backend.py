@@ -13,7 +13,6 @@ import logging
 import random
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -54,11 +53,8 @@ SENTENCES = list(GOOD)
 
 
 @pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGemini]:
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    with FakeGemini() as fake:
-        yield fake
+def server(fake_gemini: FakeGemini) -> FakeGemini:
+    return fake_gemini
 
 
 class Recorder:
