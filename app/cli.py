@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from core_model import cli as core_cli
 from core_model.text.io import InputError
+from training import cli as training_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"concord {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     core_cli.register(sub)
+    training_cli.register(sub)
     return parser
 
 

@@ -1,0 +1,116 @@
+"""``concord`` subcommands of the training package: ``phantom`` and ``data``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from core_model.text.io import InputError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "phantom",
+        help="write a synthetic phantom world in MIMIC-CXR-JPG's layout",
+        description="Render synthetic chest radiographs with known findings and reports about "
+        "them, written as a MIMIC-CXR-JPG dataset (and optionally as DICOM).",
+    )
+    p.add_argument("--out", required=True, help="output folder (created; must be empty or absent)")
+    p.add_argument("--studies", type=int, required=True, help="number of studies")
+    p.add_argument("--seed", type=int, default=0, help="the world is the same for the same seed")
+    p.add_argument("--size", type=int, default=512, help="image size in pixels (default 512)")
+    p.add_argument("--normal-fraction", type=float, default=0.4, help="share of normal studies (default 0.4)")
+    p.add_argument("--dicom", action="store_true", help="also write DX/CR DICOM files beside the JPEGs")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    p.set_defaults(func=_cmd_phantom)
+
+    p = sub.add_parser("data", help="inspect a MIMIC-layout dataset")
+    data = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    s = data.add_parser("summary", help="what the reader finds: counts, labels, normal and duplicate shares, skips")
+    s.add_argument("root", help="dataset root (holding mimic-cxr-2.0.0-*.csv and files/)")
+    s.add_argument("--split", choices=("train", "validate", "test"), help="only this split")
+    s.add_argument("--all-views", action="store_true", help="keep lateral and other views too")
+    s.add_argument("--json", action="store_true", help="print the summary as JSON")
+    s.set_defaults(func=_cmd_data_summary)
+
+
+def _cmd_phantom(args: argparse.Namespace) -> int:
+    from training.phantom.world import WorldConfig
+    from training.phantom.writer import build_world
+
+    if os.path.isdir(args.out) and os.listdir(args.out):
+        raise InputError(f"{args.out} is not empty; choose a new folder (a world is never written over another)")
+    try:
+        config = WorldConfig(
+            studies=args.studies, seed=args.seed, size=args.size,
+            normal_fraction=args.normal_fraction, dicom=args.dicom,
+        )
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+    bar = _progress_bar(args.studies)
+    start = time.perf_counter()
+    try:
+        summary = build_world(config, args.out, workers=args.workers, progress=bar.update if bar else None)
+    except OSError as exc:
+        raise InputError(f"cannot write the world to {args.out}: {exc.strerror or exc}") from exc
+    finally:
+        if bar:
+            bar.close()
+    elapsed = time.perf_counter() - start
+    print(
+        f"concord phantom: {summary.studies} studies, {summary.images} images, {summary.patients} patients "
+        f"written to {summary.out} in {elapsed:.1f} s ({summary.studies / elapsed:.1f} studies/s)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _progress_bar(total: int):  # noqa: ANN202 - tqdm or None
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="concord phantom", unit=" studies", file=sys.stderr)
+
+
+def _cmd_data_summary(args: argparse.Namespace) -> int:
+    from training.dataset import DatasetError, MimicDataset
+
+    try:
+        dataset = MimicDataset(args.root, split=args.split, views=None if args.all_views else ("PA", "AP"))
+    except DatasetError as exc:
+        raise InputError(str(exc)) from exc
+    summary = dataset.summary()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(format_summary(summary))
+    return 0
+
+
+def format_summary(s: dict) -> str:
+    lines = [
+        f"dataset {s['root']}",
+        f"  {s['images']} images, {s['studies']} studies, {s['patients']} patients",
+        "  by split: " + ", ".join(f"{k} {v}" for k, v in sorted(s["by_split"].items())),
+        "  by view:  " + ", ".join(f"{k} {v}" for k, v in sorted(s["by_view"].items())),
+        f"  normal share (No Finding = 1): {s['normal_share']:.1%}",
+        f"  duplicate-report share (clinical text identical to another study's): {s['duplicate_report_share']:.1%}",
+        "  labels per study (positive / negative / uncertain / blank):",
+    ]
+    for name, c in s["labels"].items():
+        lines.append(f"    {name:<28} {c['positive']:>6} {c['negative']:>6} {c['uncertain']:>6} {c['blank']:>6}")
+    if s["top_reports"]:
+        lines.append("  most repeated reports:")
+        for text, count in s["top_reports"]:
+            lines.append(f"    {count:>6}  {text[:90]}")
+    for title, key in (("skipped", "skipped"), ("filtered out", "filtered"), ("notes", "notes")):
+        if s[key]:
+            lines.append(f"  {title}:")
+            lines.extend(f"    {v:>6}  {k}" for k, v in sorted(s[key].items()))
+    if not s["skipped"]:
+        lines.append("  skipped: none")
+    return "\n".join(lines)
