@@ -35,6 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--all-views", action="store_true", help="keep lateral and other views too")
     s.add_argument("--json", action="store_true", help="print the summary as JSON")
     s.set_defaults(func=_cmd_data_summary)
+    c = data.add_parser("contact-sheet", help="a PNG grid of studies with their findings and report excerpts")
+    c.add_argument("root", help="dataset root")
+    c.add_argument("-o", "--output", required=True, help="PNG file to write")
+    c.add_argument("--count", type=int, default=12, help="number of studies (default 12)")
+    c.set_defaults(func=_cmd_contact_sheet)
 
 
 def _cmd_phantom(args: argparse.Namespace) -> int:
@@ -88,6 +93,18 @@ def _cmd_data_summary(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
     else:
         print(format_summary(summary))
+    return 0
+
+
+def _cmd_contact_sheet(args: argparse.Namespace) -> int:
+    from training.dataset import DatasetError
+    from training.phantom.contact_sheet import contact_sheet
+
+    try:
+        out = contact_sheet(args.root, args.output, count=args.count)
+    except DatasetError as exc:
+        raise InputError(str(exc)) from exc
+    print(f"concord data contact-sheet: wrote {out}", file=sys.stderr)
     return 0
 
 

@@ -115,7 +115,7 @@ _LIST_GLUE = re.compile(r"\s*(?:,|and|,\s*and)\s*")
 _AFTER_PHRASE = re.compile(
     r"(?:\s*(?:is|are|was|were|seen|noted|present|again|also|now)\b)*\s*"
     r"(?:bilaterally\b|on\s+the\s+(?:left|right)\b|(?:in|at|of|within|involving|on|along|over|overlying|projecting\s+over|"
-    r"at\s+the\s+level\s+of)\s+(?:the\s+|both\s+|either\s+)?(?:[a-z-]+\s+){0,3}?"
+    r"at\s+the\s+level\s+of)\s+(?:the\s+|both\s+|either\s+)?(?:[a-z0-9-]+\s+){0,3}?"
     r"(?:lobes?|lungs?|bases?|apex|apices|hemithora(?:x|ces)|side|lingula|hil(?:um|a)|zones?|"
     r"angles?|hemidiaphragms?|chest|ribs?|clavicles?|sides|costophrenic\s+angles?)\b)"
 )

@@ -34,7 +34,7 @@ KIND_ORDER = ("PSEUDO", "POSTU", "PREU", "BIU", "POSTN", "BIN", "PREN", "TERM")
 #: Hedges that continue a negation rather than start a doubt: in "no opacity to
 #: suggest pneumonia" the "no" still governs pneumonia.
 _NEGATED_HEDGE = re.compile(r"(?:to\s+)?(?:suggest|concerning|suspicious|worrisome|indicat)")
-_RAW = {r"n't", r"\?", r";", r":", r"\."}
+_RAW = {r"n't", r"\?", r";", r":", r"\.(?!\d)"}
 
 _WORD = re.compile(r"[a-z0-9]+(?:['/-][a-z0-9]+)*|_{2,}")
 #: Words that do not count towards a trigger's reach (list glue, articles).

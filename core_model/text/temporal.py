@@ -62,7 +62,7 @@ _RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (
             r"\bthere\s+(?:has|have)\s+been\s+(?:an?\s+)?(?:slight|mild|minimal|significant|further|"
             r"continued|marked|substantial|some|little\s+)*\s*(?:interval\s+)?(?:increase|decrease|"
-            r"improvement|worsening|progression|development|enlargement|reduction|change|"
+            r"improvement|worsening|progression|development|reduction|change|"
             r"accumulation|re-?accumulation)\s+(?:in|of)\s+(?:the\s+)?(?:size\s+of\s+(?:the\s+)?|"
             r"extent\s+of\s+(?:the\s+)?|amount\s+of\s+(?:the\s+)?)?",
             "there is ",
@@ -70,7 +70,7 @@ _RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         # "Interval increase in (the size of) the effusion" -> "the effusion"
         (
             r"\b(?:(?:slight|mild|minimal|further|continued|marked|significant)\s+)?(?:interval\s+)?"
-            r"(?:increase|decrease|improvement|worsening|progression|enlargement|reduction|"
+            r"(?:increase|decrease|improvement|worsening|progression|reduction|"
             r"development|accumulation|re-?accumulation)\s+(?:in|of)\s+(?:the\s+)?"
             r"(?:size\s+of\s+(?:the\s+)?|extent\s+of\s+(?:the\s+)?|amount\s+of\s+(?:the\s+)?)?",
             "",

@@ -210,6 +210,9 @@ TRIGGERS: dict[str, tuple[str, ...]] = {
         r"no\s+(?:other|further|additional)\s+(?:change|abnormalit(?:y|ies))",
         r"not\s+well\s+(?:seen|visualized|evaluated|assessed)",
         r"no\s+longer\s+(?:than|necessary)",
+        # "enteric tube ..., tip not seen": the tip, not the tube, is unseen.
+        r"(?:tip|end|course|distal\s+(?:tip|end))\s+(?:is\s+|was\s+)?(?:not\s+(?:well\s+)?|poorly\s+)"
+        r"(?:seen|visualized|identified|imaged|included)",
     ),
     "POSTU": (
         r"(?:is|are|was|were)?\s*(?:cannot|can\s*not|can't|could\s+not)\s+be\s+(?:entirely\s+|completely\s+|totally\s+)?(?:excluded|ruled\s+out)",
@@ -265,7 +268,6 @@ TRIGGERS: dict[str, tuple[str, ...]] = {
         r"without", r"w/o", r"nor", r"neither",
         r"(?:interval\s+|near[\s-]complete\s+|complete\s+|nearly\s+complete\s+)?(?:resolution|resolved|removal|clearing)(?:\s+of)?",
         r"(?:has|have|had)\s+been\s+removed",
-        r"resolving",
         r"ruled\s+out\s+for|rules\s+out",
         r"not\s+(?:demonstrate|show|reveal|have|see|appear|suggest|identify)",
         r"(?:did|does|do)\s+not\s+(?:demonstrate|show|reveal|have|see|appear|suggest|identify|"
@@ -283,7 +285,7 @@ TRIGGERS: dict[str, tuple[str, ...]] = {
         r"which", r"whereas", r"while", r"nevertheless", r"otherwise",
         r"(?:secondary|due)\s+to", r"(?:as\s+)?(?:the\s+)?(?:cause|source|origin|reason|etiology)\s+(?:of|for)",
         r"and\s+(?:there|the|a|an)",
-        r";", r":", r"\.",
+        r";", r":", r"\.(?!\d)",
     ),
 }
 
