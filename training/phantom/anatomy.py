@@ -141,6 +141,12 @@ def sample_anatomy(rng: np.random.Generator, sex: str | None = None) -> Anatomy:
     )
 
 
+def smoothstep(x: np.ndarray) -> np.ndarray:
+    """0 below 0, 1 above 1, a smooth (Hermite) ramp between: soft edges without overshoot."""
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
 # --- curves ---------------------------------------------------------------------------
 
 
@@ -153,17 +159,13 @@ def catmull_rom(points: np.ndarray | list, samples: int = 8, closed: bool = Fals
         ext = np.concatenate([p[-1:], p, p[:2]])
     else:
         ext = np.concatenate([2 * p[:1] - p[1:2], p, 2 * p[-1:] - p[-2:-1]])
-    segs = len(ext) - 3
-    t = np.linspace(0.0, 1.0, samples, endpoint=False)[:, None]
+    p0, p1, p2, p3 = ext[:-3, None], ext[1:-2, None], ext[2:-1, None], ext[3:, None]
+    t = np.linspace(0.0, 1.0, samples, endpoint=False)[None, :, None]
     t2, t3 = t * t, t * t * t
-    out = []
-    for i in range(segs):
-        p0, p1, p2, p3 = ext[i], ext[i + 1], ext[i + 2], ext[i + 3]
-        out.append(0.5 * (2 * p1 + (-p0 + p2) * t + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t2
-                          + (-p0 + 3 * p1 - 3 * p2 + p3) * t3))
-    if not closed:
-        out.append(p[-1:])
-    return np.concatenate(out)
+    out = 0.5 * (2 * p1 + (p2 - p0) * t + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t2
+                 + (3 * p1 - p0 - 3 * p2 + p3) * t3)
+    out = out.reshape(-1, 2)
+    return out if closed else np.concatenate([out, p[-1:]])
 
 
 # --- one film's geometry ---------------------------------------------------------------
@@ -180,6 +182,7 @@ class Posture:
 
     view: str = "PA"
     inspiration: float = 0.0  # + deeper breath: domes lower, ribs further apart
+    twist: float = 0.0  # rotation about the long axis: anterior structures shift sideways (x)
     heart_ctr: float | None = None
     mediastinum_scale: float = 1.0
     dome_raise: dict[str, float] = field(default_factory=dict)
@@ -203,27 +206,37 @@ class Chest:
         # Supine AP films are taken at a shallower breath; the domes ride higher.
         breath = p.inspiration - (0.045 if self.ap else 0.0)
         self.apex_y = a.lung_apex_y + (0.01 if self.ap else 0.0)
+        # dome_y / cp_y are this breath's diaphragm *without* findings: every position (ribs,
+        # vessels, findings) is laid out on it, so a finding that lifts a hemidiaphragm changes
+        # the lung outline below and nothing else.
         self.dome_y = {
-            "right": a.right_dome_y + breath - p.dome_raise.get("right", 0.0),
-            "left": a.right_dome_y + a.left_dome_drop + breath - p.dome_raise.get("left", 0.0),
+            "right": a.right_dome_y + breath,
+            "left": a.right_dome_y + a.left_dome_drop + breath,
         }
-        self.cp_y = {
-            s: self.dome_y[s] + a.cp_depth + 0.3 * p.dome_raise.get(s, 0.0) for s in SIDES
-        }
+        self.cp_y = {s: self.dome_y[s] + a.cp_depth for s in SIDES}
+        self.raise_ = {s: float(p.dome_raise.get(s, 0.0)) for s in SIDES}
         self.rib_spacing = a.rib_spacing * (1.0 + 1.2 * breath)
-        self._lungs: dict[str, dict[str, np.ndarray]] = {}
+        self._lungs: dict[tuple[str, bool], dict[str, np.ndarray]] = {}
 
     # -- lungs --------------------------------------------------------------------------
 
-    def lung(self, side: str) -> dict[str, np.ndarray]:
+    def lung(self, side: str, actual: bool = False) -> dict[str, np.ndarray]:
         """The lung outline as three chains in (u, y): lateral (apex -> CP angle),
-        diaphragm (CP angle -> medial end), medial (medial end -> apex)."""
-        if side in self._lungs:
-            return self._lungs[side]
+        diaphragm (CP angle -> medial end), medial (medial end -> apex).
+
+        ``actual`` includes a hemidiaphragm lifted by volume loss (the dome
+        rises, the costophrenic angle and the lower lateral wall a little).
+        """
+        lift = self.raise_[side] if actual else 0.0
+        if (side, lift > 0) in self._lungs:
+            return self._lungs[(side, lift > 0)]
         a, U = self.a, self.U
-        apex, cp, dome = self.apex_y, self.cp_y[side], self.dome_y[side]
-        h = cp - apex
+        apex = self.apex_y
+        cp0 = self.cp_y[side]
+        dome, cp = self.dome_y[side] - lift, cp0 - 0.3 * lift
+        h = cp0 - apex
         lat = catmull_rom([(U * fu, apex + ft * h) for fu, ft in _LATERAL], samples=6)
+        lat[:, 1] -= (cp0 - cp) * smoothstep((lat[:, 1] - apex - 0.55 * h) / (0.45 * h))
         u_cp = lat[-1, 0]
         u_med = a.spine_half_width + (0.012 if side == "left" else 0.02)
         u_pk = 0.5 * U
@@ -233,16 +246,19 @@ class Chest:
         medial_part = dome + (y_med - dome) * np.clip((u_pk - us) / (u_pk - u_med), 0, 1) ** 2
         dia = np.stack([us, np.where(us >= u_pk, lateral_part, medial_part)], axis=1)
         top_med = u_med + 0.025
-        med = catmull_rom([(u_med, y_med), (u_med, apex + 0.55 * h), (u_med + 0.01, apex + 0.3 * h),
+        y_med0 = self.dome_y[side] + 0.045
+        med = catmull_rom([(u_med, y_med0), (u_med, apex + 0.55 * h), (u_med + 0.01, apex + 0.3 * h),
                            (top_med, apex + 0.1 * h), (0.5 * (top_med + U * 0.4), apex + 0.012),
                            (U * 0.40, apex)], samples=6)
+        if lift > 0:
+            med = np.concatenate([[(u_med, y_med)], med[med[:, 1] < y_med]])
         out = {"lateral": lat, "diaphragm": dia, "medial": med}
-        self._lungs[side] = out
+        self._lungs[(side, lift > 0)] = out
         return out
 
-    def lung_polygon(self, side: str) -> np.ndarray:
-        """Closed outline of one lung in the anatomy frame (x, y)."""
-        c = self.lung(side)
+    def lung_polygon(self, side: str, actual: bool = True) -> np.ndarray:
+        """Closed outline of one lung in the anatomy frame (x, y), as this film shows it."""
+        c = self.lung(side, actual)
         uy = np.concatenate([c["lateral"], c["diaphragm"][1:], c["medial"][1:]])
         return self.to_xy(side, uy)
 
@@ -369,7 +385,6 @@ class Chest:
 
     def bronchi(self) -> dict[str, np.ndarray]:
         """Main bronchi from the carina: right steeper and shorter, left longer."""
-        a = self.a
         c = self.trachea_path()[-1]
         rr = np.radians(30.0)
         ll = np.radians(48.0)
@@ -377,7 +392,6 @@ class Chest:
                           c + [-np.sin(rr) * 0.05 - 0.01, np.cos(rr) * 0.05 + 0.035]])
         left = np.array([c, c + [np.sin(ll) * 0.075, np.cos(ll) * 0.075],
                          c + [np.sin(ll) * 0.075 + 0.012, np.cos(ll) * 0.075 + 0.03]])
-        del a
         return {"right": right, "left": left}
 
     # -- bones ------------------------------------------------------------------------
@@ -401,19 +415,23 @@ class Chest:
                             (U, y0 + 2.6 * arch)], samples=6)
         if index >= 11:
             return post[: len(post) * 2 // 3], np.zeros((0, 2))
+        # the anterior arc turns with the sternum when the patient is rotated
+        twist = side_sign(side) * self.p.twist * np.linspace(0.0, 1.0, 4)
         drop = a.rib_drop * (0.7 if index <= 2 else 1.0) * (1.0 + 0.03 * (index - 5))
         end_u = max(0.11, 0.42 * U) if index > 1 else 0.08
-        ant = catmull_rom([(U, y0 + 2.6 * arch), (U - 0.012, y0 + 3.6 * arch),
-                           (U - 0.35 * (U - end_u), y0 + 0.6 * drop),
-                           (end_u, y0 + drop)], samples=6)
+        ant = catmull_rom([(U + twist[0], y0 + 2.6 * arch), (U - 0.012 + twist[1], y0 + 3.6 * arch),
+                           (U - 0.35 * (U - end_u) + twist[2], y0 + 0.6 * drop),
+                           (end_u + twist[3], y0 + drop)], samples=6)
         return post, ant
 
     def clavicle(self, side: str) -> np.ndarray:
         a = self.a
         y = a.clavicle_y - (0.035 if self.ap else 0.0)
         rise = a.clavicle_rise * (0.35 if self.ap else 1.0)
-        return catmull_rom([(0.03, y + 0.006), (0.09, y - 0.004), (0.18, y - 0.35 * rise),
-                            (0.27, y - 0.85 * rise), (0.335, y - rise - 0.005)], samples=6)
+        # rotation moves the medial ends off the spinous processes, one closer, one further
+        tw = side_sign(side) * self.p.twist
+        return catmull_rom([(0.03 + tw, y + 0.006), (0.09 + tw, y - 0.004), (0.18 + 0.6 * tw, y - 0.35 * rise),
+                            (0.27 + 0.3 * tw, y - 0.85 * rise), (0.335, y - rise - 0.005)], samples=6)
 
     def scapula(self, side: str) -> dict[str, np.ndarray]:
         """Scapular body polygon and its medial border, in (u, y): lateral to the lungs on a PA
@@ -429,7 +447,7 @@ class Chest:
 
     def humeral_head(self, side: str) -> tuple[float, float, float]:
         """(u, y, radius) of the humeral head at the field edge."""
-        return (min(self.a.scapula_u + 0.12, 0.465) - (0.03 if self.ap else 0.0), self.a.clavicle_y - 0.02, 0.048)
+        return (self.a.scapula_u + 0.15 - (0.03 if self.ap else 0.0), self.a.clavicle_y - 0.025, 0.05)
 
     def vertebrae(self) -> list[tuple[float, float, float]]:
         """(y_top, y_bottom, half_width) of each vertebral body from C6 to L2."""

@@ -24,8 +24,16 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from training.phantom.anatomy import Anatomy, Chest, Posture, catmull_rom, jsonable, side_sign
-from training.phantom.render import Canvas, key_rng, smooth_noise, smoothstep, vessel_tree
+from training.phantom.anatomy import (
+    Anatomy,
+    Chest,
+    Posture,
+    catmull_rom,
+    jsonable,
+    side_sign,
+    smoothstep,
+)
+from training.phantom.render import Canvas, key_rng, smooth_noise, vessel_tree
 from training.phantom.truth import SEVERITIES, Finding
 
 #: Lung zones in lung-relative coordinates: s0, s1, t0, t1.
@@ -33,8 +41,8 @@ ZONES: dict[str, tuple[float, float, float, float]] = {
     "upper": (0.0, 1.0, -0.05, 0.46),
     "middle": (0.0, 0.62, 0.46, 1.02),
     "lingula": (0.0, 0.58, 0.5, 0.98),
-    "lower": (0.05, 1.0, 0.55, 1.15),
-    "base": (0.15, 1.0, 0.72, 1.15),
+    "lower": (0.05, 1.0, 0.55, 1.45),
+    "base": (0.15, 1.0, 0.72, 1.45),
     "apex": (0.1, 1.0, -0.1, 0.22),
     "perihilar": (0.0, 0.5, 0.28, 0.72),
 }
@@ -101,15 +109,19 @@ def _mask(canvas: Canvas, polygons: list[np.ndarray]) -> np.ndarray:
 
 def _zone(s: np.ndarray, t: np.ndarray, zone: str, soft: float = 0.08,
           sharp: tuple[str, ...] = ()) -> np.ndarray:
-    """Soft indicator of a zone in (s, t); edges named in ``sharp`` are fissures."""
+    """Soft indicator of a zone in (s, t); edges named in ``sharp`` are fissures.
+
+    The upper edge of the lower zones is the oblique fissure, seen obliquely on a
+    frontal film: always ill-defined.
+    """
     s0, s1, t0, t1 = ZONES[zone]
 
     def edge(x: np.ndarray, w: float) -> np.ndarray:
         return smoothstep(x / w + 0.5)
 
+    top = 0.012 if "top" in sharp else (max(soft, 0.2) if zone in ("lower", "base") else soft)
     return (edge(s - s0, soft) * edge(s1 - s, soft)
-            * edge(t - t0, 0.012 if "top" in sharp else soft)
-            * edge(t1 - t, 0.012 if "bottom" in sharp else soft))
+            * edge(t - t0, top) * edge(t1 - t, 0.012 if "bottom" in sharp else soft))
 
 
 def _inner(zone: str, margin: float = 0.2) -> tuple[float, float, float, float]:
@@ -151,7 +163,14 @@ class EnlargedCardiomediastinum(Plan):
 
     def draw(self, canvas: Canvas) -> None:
         normal = Chest(self.a, replace(canvas.chest.p, mediastinum_scale=1.0))
-        canvas.mark(_mask(canvas, [canvas.chest.mediastinum_polygon(), normal.mediastinum_polygon()]))
+        wide = _mask(canvas, [canvas.chest.mediastinum_polygon()])
+        before = _mask(canvas, [normal.mediastinum_polygon()])
+        # the widened stretch of the mediastinum (not the neck above it, which did not change)
+        rows = np.flatnonzero((wide ^ before).any(axis=1))
+        if len(rows):
+            wide[: rows[0]] = False
+            wide[rows[-1] + 1:] = False
+            canvas.mark(wide | (wide ^ before))
 
 
 # --- airspace opacities -------------------------------------------------------------------
@@ -172,15 +191,22 @@ class Diffuse(Plan):
             "rt": r.uniform(rt0, rt1), "texture": int(r.integers(0, 2**31 - 1))})
         return zone, geo["s"], geo["t"], geo["rs"], geo["rt"], geo["texture"]
 
+    #: Air bronchograms where the opacity exceeds this share of the air (None: none).
+    bronchograms: tuple[float, float] | None = None  # (threshold, strength)
+
     def field(self, canvas: Canvas, side: str) -> np.ndarray:
+        """Share of the air replaced, on the quarter-resolution grid."""
         raise NotImplementedError
 
     def draw(self, canvas: Canvas) -> None:
         lung = canvas.layers["lung"]
         for side in self.sides():
-            f = canvas.up(self.field(canvas, side)) * lung
+            lo = self.field(canvas, side)
+            f = canvas.up(lo) * lung
             canvas.add("opac", f)
             canvas.add("extra", 0.03 * f)
+            if self.bronchograms is not None:
+                _bronchograms(canvas, side, lo, *self.bronchograms)
 
 
 class LungOpacity(Diffuse):
@@ -195,7 +221,7 @@ class LungOpacity(Diffuse):
         d2 = ((s - sc) / rs) ** 2 + ((t - tc) / rt) ** 2
         tex = smooth_noise(seed, 0.022, canvas.X, canvas.Y)
         g = np.exp(-1.3 * d2 ** 1.2) * np.clip(0.75 + 0.3 * tex, 0.2, 1.3)
-        return 0.42 * g * _zone(s, t, zone, soft=0.2) * _this_side(s)
+        return 0.42 * g * _zone(s, t, zone, soft=0.2) * _this_side(canvas, side)
 
 
 class Pneumonia(Diffuse):
@@ -203,27 +229,25 @@ class Pneumonia(Diffuse):
 
     default_zone = "lower"
     radius = (0.3, 0.45, 0.15, 0.25)
+    bronchograms = (0.6, 0.5)
 
     def field(self, canvas: Canvas, side: str) -> np.ndarray:
         zone, sc, tc, rs, rt, seed = self.place(side)
         s, t = canvas.st(side)
         d2 = ((s - sc) / rs) ** 2 + ((t - tc) / rt) ** 2
         g = np.exp(-d2 ** 1.1)
-        tex = smooth_noise(seed, 0.009, canvas.X, canvas.Y) + 0.6 * smooth_noise(seed + 1, 0.02, canvas.X, canvas.Y)
-        patches = smoothstep((tex + 2.6 * g - 1.9) / 0.9)
-        return 0.85 * patches * g ** 0.5 * _zone(s, t, zone, soft=0.14) * _this_side(s)
+        tex = smooth_noise(seed, 0.012, canvas.X, canvas.Y) + 0.7 * smooth_noise(seed + 1, 0.025, canvas.X, canvas.Y)
+        patches = smoothstep((tex + 3.0 * g - 1.6) / 2.2)
+        return 0.78 * patches * g ** 0.6 * _zone(s, t, zone, soft=0.14) * _this_side(canvas, side)
 
-    def draw(self, canvas: Canvas) -> None:
-        super().draw(canvas)
-        for side in self.sides():
-            _bronchograms(canvas, side, self.field(canvas, side), 0.7, strength=0.6)
 
 
 class Consolidation(Diffuse):
     """Dense, homogeneous lobar opacity with air bronchograms; a fissure bounds it sharply."""
 
     default_zone = "lower"
-    radius = (0.5, 0.8, 0.3, 0.5)
+    radius = (0.6, 0.9, 0.4, 0.6)
+    bronchograms = (0.75, 1.0)
 
     def field(self, canvas: Canvas, side: str) -> np.ndarray:
         zone, sc, tc, rs, rt, seed = self.place(side)
@@ -234,19 +258,16 @@ class Consolidation(Diffuse):
         elif side == "right" and zone == "middle":
             sharp = ("top",)
         d2 = ((s - sc) / rs) ** 2 + ((t - tc) / rt) ** 2
-        cover = smoothstep((1.0 - d2) / 0.6)
+        cover = smoothstep((1.3 - d2) / 0.6)
         tex = smooth_noise(seed, 0.02, canvas.X, canvas.Y)
-        return 0.93 * cover * (1 + 0.04 * tex) * _zone(s, t, zone, soft=0.07, sharp=sharp) * _this_side(s)
-
-    def draw(self, canvas: Canvas) -> None:
-        super().draw(canvas)
-        for side in self.sides():
-            _bronchograms(canvas, side, self.field(canvas, side), 0.55, strength=1.0)
+        return 0.93 * cover * (1 + 0.04 * tex) * _zone(s, t, zone, soft=0.07, sharp=sharp) * _this_side(canvas, side)
 
 
-def _this_side(s: np.ndarray) -> np.ndarray:
-    """Keep a field in its own hemithorax (s of the other lung is far below 0)."""
-    return smoothstep((s + 0.3) / 0.25)
+def _this_side(canvas: Canvas, side: str) -> np.ndarray:
+    """Keep a field in its own hemithorax: it fades out before the midline, never reaching the
+    other lung (whose medial border lies ~4 cm from it)."""
+    u = side_sign(side) * (canvas.X - canvas.chest.mid)
+    return smoothstep(u / 0.03)
 
 
 def _bronchograms(canvas: Canvas, side: str, field: np.ndarray, threshold: float, strength: float) -> None:
@@ -254,7 +275,7 @@ def _bronchograms(canvas: Canvas, side: str, field: np.ndarray, threshold: float
     c = canvas.chest
     seg = vessel_tree(canvas.anatomy)[side]
     w = seg[:, 4]
-    keep = (w > 1.6) & (w < 6.5)
+    keep = (w > 2.2) & (w < 6.5)
     seg = seg[keep]
     if not len(seg):
         return
@@ -266,9 +287,9 @@ def _bronchograms(canvas: Canvas, side: str, field: np.ndarray, threshold: float
     for k in np.flatnonzero(f > threshold):
         # offset from the artery by one calibre, as bronchus and artery run together
         off = np.array([0.6, -0.6]) * canvas.mm(seg[k, 4]) * side_sign(side)
-        canvas.line(draw, np.array([p0[k] + off, p1[k] + off]), seg[k, 4] * 0.75, float(f[k]))
-    hi = canvas.array(img) * canvas.layers["lung"]
-    canvas.add("extra", -0.16 * strength * hi)
+        canvas.line(draw, np.array([p0[k] + off, p1[k] + off]), seg[k, 4] * 0.7, float(f[k]))
+    hi = ndimage.gaussian_filter(canvas.array(img), 0.5 * canvas.px_per_mm) * canvas.layers["lung"]
+    canvas.add("extra", -0.12 * strength * hi)
 
 
 # --- pulmonary vasculature and interstitium ------------------------------------------------
@@ -278,7 +299,7 @@ class Edema(Plan):
     """Interstitial to alveolar oedema: indistinct vessels and Kerley B lines (all grades),
     perihilar haze (moderate), bat-wing airspace opacity (severe); bilateral."""
 
-    HAZE = {"mild": 0.1, "moderate": 0.3, "severe": 0.62}
+    HAZE = {"mild": 0.14, "moderate": 0.32, "severe": 0.62}
     BLUR = {"mild": 0.65, "moderate": 0.9, "severe": 1.0}
     KERLEY = {"mild": 6, "moderate": 9, "severe": 10}
 
@@ -292,7 +313,7 @@ class Edema(Plan):
             s, t = canvas.st(side)
             peri = np.exp(-(((s - 0.05) / 0.5) ** 2 + ((t - 0.52) / 0.34) ** 2) ** 1.3)
             base = 0.55 * smoothstep((t - 0.55) / 0.45) * smoothstep((s + 0.1) / 0.3)
-            haze += (peri + base) * _this_side(s) * smoothstep((1.25 - s) / 0.2)
+            haze += (peri + base) * _this_side(canvas, side) * smoothstep((1.25 - s) / 0.2)
         haze = np.clip(haze, 0, 1.2)
         patch = 1.0 + (0.35 if sev == "severe" else 0.15) * tex
         hi_haze = canvas.up(self.HAZE[sev] * haze * patch) * lung
@@ -315,7 +336,7 @@ class Edema(Plan):
                 length = canvas.mm(rng.uniform(10, 20))
                 tilt = rng.normal(0, 0.004)
                 uy = np.array([(ul + 0.003, y), (ul - length, y + tilt)])
-                canvas.line(draw, c.to_xy(side, uy), rng.uniform(0.9, 1.4), 0.16)
+                canvas.line(draw, c.to_xy(side, uy), rng.uniform(1.0, 1.5), 0.22)
         canvas.add("extra", canvas.array(img) * lung)
 
 
@@ -372,18 +393,18 @@ class PleuralEffusion(Plan):
         c, lung = canvas.chest, canvas.layers["lung"]
         H = self.HEIGHT[self.severity()]
         for side in self.sides():
-            geo = self.param(f"{side}_meniscus", lambda r: {"curve": r.uniform(1.3, 2.3),
+            geo = self.param(f"{side}_meniscus", lambda r: {"curve": r.uniform(2.0, 3.5),
                                                              "height": r.uniform(0.9, 1.1)})
             s, t = canvas.st(side)
             h = (c.cp_y[side] - c.apex_y) * H * geo["height"]
             sl = np.clip(s, 0, 1) ** geo["curve"]
-            if c.ap:
-                top = c.cp_y[side] - h * (0.75 + 0.25 * sl)
-                soft, peak = 0.05 + 0.12 * H, 0.78
+            if c.ap:  # layering posteriorly: a veil that thickens towards the base
+                top = c.cp_y[side] - h * (0.85 + 0.15 * sl)
+                soft, peak = 0.08 + 0.25 * H, 0.75
             else:
-                top = c.cp_y[side] - h * (0.42 + 0.58 * sl)
-                soft, peak = 0.012 + 0.05 * H, 0.97
-            fluid = peak * smoothstep((canvas.Y - top) / soft) ** 0.8 * _this_side(s)
+                top = c.cp_y[side] - h * (0.5 + 0.5 * sl)
+                soft, peak = 0.015 + 0.07 * H, 0.97
+            fluid = peak * smoothstep((canvas.Y - top) / soft) ** 0.8 * _this_side(canvas, side)
             hi = canvas.up(fluid) * lung
             canvas.add("opac", hi)
             canvas.add("extra", 0.05 * hi)
@@ -406,9 +427,9 @@ class Pneumothorax(Plan):
             t = (outline[:, 1] - c.apex_y) / (c.dome_y[side] - c.apex_y)
             w = np.zeros(len(outline))
             if pattern == "apical":
-                w[:n_lat] = np.clip(1.1 - 1.25 * t[:n_lat], 0.05, 1.0)
+                w[:n_lat] = np.clip(1.05 - 1.5 * t[:n_lat], 0.0, 1.0)
             else:
-                w[:n_lat] = np.clip(1.05 - 0.45 * t[:n_lat], 0.3, 1.0)
+                w[:n_lat] = np.clip(1.05 - 0.55 * t[:n_lat], 0.25, 1.0)
             if self.severity() == "large":
                 w[n_lat:n_lat + n_dia] = 0.25
             med = slice(n_lat + n_dia, None)
@@ -504,16 +525,18 @@ class Atelectasis(Plan):
         c, lung = canvas.chest, canvas.layers["lung"]
         moderate = self.severity(0) == "moderate"
         img, draw = canvas.new()
-        raised = [s for s in self.sides() if c.p.dome_raise.get(s, 0.0) > 0]
+        raised = [s for s in self.sides() if c.raise_[s] > 0]
+        _, _, t0z, t1z = _inner(self.zone(), 0.1)
+        if self.zone() in ("base", "lower"):
+            t0z, t1z = 0.66, 0.8  # above a lifted dome
         for side in self.sides():
-            s0z, s1z, t0z, t1z = _inner(self.zone(), 0.1)
             geo = self.param(f"{side}_band", lambda r: {
-                "t": r.uniform(0.74, 0.9) if self.zone() in ("base", "lower") else r.uniform(t0z, t1z),
-                "s0": r.uniform(0.1, 0.35), "length": r.uniform(0.35, 0.6), "tilt": r.uniform(-0.12, 0.12),
-                "bend": r.uniform(-0.03, 0.03), "mm": r.uniform(3.0, 5.0)})
+                "t": r.uniform(t0z, t1z),
+                "s0": r.uniform(0.3, 0.5), "length": r.uniform(0.28, 0.42), "tilt": r.uniform(-0.06, 0.06),
+                "bend": r.uniform(-0.015, 0.015), "mm": r.uniform(3.5, 6.0)})
             bands = [(geo["t"], geo["mm"])]
             if moderate:
-                bands = [(geo["t"], geo["mm"] * 1.6), (geo["t"] - 0.09, geo["mm"] * 0.8)]
+                bands = [(geo["t"], geo["mm"] * 1.6), (geo["t"] - 0.1, geo["mm"] * 0.8)]
             for tc, mm in bands:
                 s = np.linspace(geo["s0"], min(0.97, geo["s0"] + geo["length"]), 18)
                 frac = np.linspace(0, 1, len(s))
@@ -522,16 +545,14 @@ class Atelectasis(Plan):
                 half = canvas.mm(mm) * 0.5 * np.sin(np.pi * frac) ** 0.6
                 top = centre - np.stack([np.zeros_like(half), half], axis=1)
                 bottom = centre + np.stack([np.zeros_like(half), half], axis=1)
-                canvas.polygon(draw, np.concatenate([top, bottom[::-1]]), 0.85)
-        band = canvas.array(img) * lung
+                canvas.polygon(draw, np.concatenate([top, bottom[::-1]]), 0.75)
+        band = ndimage.gaussian_filter(canvas.array(img), 0.6 * canvas.px_per_mm) * lung
         canvas.add("opac", band)
         canvas.add("extra", 0.03 * band)
-        if raised:
-            normal = Chest(self.a, replace(c.p, dome_raise={}))
-            for side in raised:
-                now = _mask(canvas, [c.lung_polygon(side)])
-                before = _mask(canvas, [normal.lung_polygon(side)])
-                canvas.mark(now ^ before)
+        for side in raised:
+            now = _mask(canvas, [c.lung_polygon(side)])
+            before = _mask(canvas, [c.lung_polygon(side, actual=False)])
+            canvas.mark(now ^ before)
 
 
 # --- bones ---------------------------------------------------------------------------
@@ -544,8 +565,8 @@ class Fracture(Plan):
         side = self.sides()[0]
         rib = int(np.clip(self.param("rib", lambda r: int(r.integers(3, 10))), 1, 10))
         geo = self.param("break", lambda r: {"position": r.uniform(0.6, 0.92),
-                                              "step": r.uniform(0.35, 0.7) * (1 if r.random() < 0.5 else -1),
-                                              "gap_mm": r.uniform(1.5, 3.0)})
+                                              "step": r.uniform(0.5, 0.9) * (1 if r.random() < 0.5 else -1),
+                                              "gap_mm": r.uniform(2.0, 4.0)})
         return side, rib, {"position": geo["position"], "step": geo["step"],
                            "gap": geo["gap_mm"] / self.a.field_mm}
 
@@ -554,14 +575,10 @@ class Fracture(Plan):
         fractures[(side, rib)] = geo
 
     def draw(self, canvas: Canvas) -> None:
-        side, rib, geo = self.geometry()
-        point = canvas.fracture_points.get((side, rib))
-        if point is None:
-            return
-        centre = canvas.px(point)
-        reach = (4.2 * self.a.rib_height + geo["gap"]) * canvas.S * canvas.pose.scale
-        yy, xx = np.ogrid[: canvas.S, : canvas.S]
-        canvas.mark((xx - centre[0]) ** 2 + (yy - centre[1]) ** 2 <= reach * reach)
+        side, rib, _ = self.geometry()
+        mask = canvas.fracture_masks.get((side, rib))
+        if mask is not None:
+            canvas.mark(mask)
 
 
 # --- devices -------------------------------------------------------------------------
