@@ -44,6 +44,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--radgraph-python", default=None,
                    help="Python interpreter of the environment where radgraph is installed")
 
+    p = sub.add_parser(
+        "check",
+        help="check draft reports against their images (flags as text or JSON)",
+        description="Flag every statement the image contradicts or does not support, and every "
+        "finding the image shows that the report leaves out.",
+    )
+    p.add_argument("--model", required=True, help="model directory (a Concord checkpoint)")
+    p.add_argument("--image", nargs="+", help="the study's image files (DICOM, PNG or JPEG)")
+    p.add_argument("--report", help="the draft report (a text file)")
+    p.add_argument("--batch", help="JSON lines, one case per line: id, images (paths), report (text)")
+    p.add_argument("-o", "--output", help="with --batch: output JSON lines ('-' for standard output)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--heatmaps", action="store_true", help="include evidence heatmaps in JSON output")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA if present)")
+    p.set_defaults(func=_cmd_check)
+
     p = sub.add_parser("negex", help="score the negation layer on a NegEx annotation file")
     p.add_argument("annotations", help="tab-separated: report no., concept, sentence, Affirmed/Negated")
     p.add_argument("--errors", action="store_true", help="list the disagreements")
@@ -299,6 +315,105 @@ def _cmd_graph(args: argparse.Namespace) -> int:
             yield {"id": row.id, "skipped": row.skip} if row.skip else {"id": row.id, **next(graphs)}
 
     return _write_jsonl(args, records())
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from core_model.checkpoint import CheckpointError
+    from core_model.inference import CheckError, Reader
+
+    if args.batch and (args.image or args.report):
+        raise InputError("use either --batch or --image/--report, not both")
+    if not args.batch and not (args.image and args.report):
+        raise InputError("give --image FILE(S) and --report FILE, or --batch CASES.jsonl -o OUT.jsonl")
+    if args.batch and not args.output:
+        raise InputError("--batch needs -o OUT.jsonl")
+    try:
+        reader = Reader(args.model, device=args.device)
+    except CheckpointError as exc:
+        raise InputError(f"cannot load the model: {exc}") from exc
+    if not args.batch:
+        report = _read_text_file(args.report)
+        try:
+            result = reader.check(args.image, report, heatmaps=args.heatmaps)
+        except CheckError as exc:
+            raise InputError(str(exc)) from exc
+        if args.json:
+            print(json.dumps(result.to_json(heatmaps=args.heatmaps), indent=2))
+        else:
+            print(_format_result(result))
+        return 0
+
+    def records() -> Iterator[dict[str, Any]]:
+        for number, case in _read_cases(args.batch):
+            key = str(case.get("id", number)) if isinstance(case, dict) else str(number)
+            problem = _case_problem(case)
+            if problem:
+                yield {"id": key, "error": problem}
+                continue
+            try:
+                result = reader.check(case["images"], case["report"], heatmaps=args.heatmaps)
+            except CheckError as exc:
+                yield {"id": key, "error": str(exc)}
+                continue
+            yield {"id": key, **result.to_json(heatmaps=args.heatmaps)}
+
+    counts = {"rows": 0, "skipped": 0}
+    with atomic_output(args.output) as out:
+        for record in records():
+            counts["rows"] += 1
+            counts["skipped"] += "error" in record
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    print(f"concord check: {counts['rows']} cases written to {args.output} "
+          f"({counts['skipped']} could not be checked, each with its reason)", file=sys.stderr)
+    return 0
+
+
+def _read_text_file(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                         "save the report as UTF-8") from exc
+    except OSError as exc:
+        raise InputError(f"{path}: {exc.strerror or exc}") from exc
+
+
+def _read_cases(path: str) -> Iterator[tuple[int, Any]]:
+    text = _read_text_file(path)
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield number, f"line {number} is not JSON ({exc.msg})"
+
+
+def _case_problem(case: Any) -> str | None:
+    if isinstance(case, str):
+        return case
+    if not isinstance(case, dict):
+        return "a case must be a JSON object with id, images and report"
+    images, report = case.get("images"), case.get("report")
+    if not isinstance(images, list) or not images or not all(isinstance(i, str) for i in images):
+        return "'images' must be a non-empty list of file paths"
+    if not isinstance(report, str):
+        return "'report' must be the report text"
+    return None
+
+
+def _format_result(result: Any) -> str:
+    lines = [f"model {result.model_version} ({result.variant})"]
+    lines += [f"warning: {w}" for w in result.warnings]
+    if not result.flags:
+        lines.append("no flags: the report and the image agree on every finding checked")
+    for f in result.flags:
+        where = f' in "{f.sentence}"' if f.sentence else ""
+        lines.append(f"{f.kind.upper():<14} {f.entity}{where}: {f.message}")
+    return "\n".join(lines)
 
 
 def _cmd_negex(args: argparse.Namespace) -> int:

@@ -69,8 +69,14 @@ class WorldConfig:
     dicom: bool = False
     #: Mean number of studies per patient (geometric); 1.0 means no priors.
     studies_per_patient: float = 1.6
+    #: Only these pathologies occur (None: all); focused worlds train fast in tests.
+    pathologies: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.pathologies is not None:
+            unknown = [p for p in self.pathologies if p not in PREVALENCE]
+            if unknown or not self.pathologies:
+                raise ValueError(f"unknown pathologies {unknown}; choose from {', '.join(PREVALENCE)}")
         if self.studies < 1:
             raise ValueError("a world needs at least one study")
         if not 0.0 <= self.normal_fraction <= 1.0:
@@ -144,11 +150,15 @@ def _sample_study(
     normal = rng.random() < config.normal_fraction
     devices = _devices(rng, prior)
     changes: list[Change] = []
+    allowed = set(config.pathologies or PREVALENCE)
     if prior is None:
-        pathologies = [] if normal else _new_pathologies(rng, at_least=1)
+        pathologies = [] if normal else _new_pathologies(rng, at_least=1, exclude=set(PREVALENCE) - allowed)
     else:
-        pathologies, changes = _evolve(rng, prior, normal)
-    findings = (_couple(rng, pathologies) if prior is None else pathologies) + devices
+        pathologies, changes = _evolve(rng, prior, normal, exclude=set(PREVALENCE) - allowed)
+    if config.pathologies is not None:
+        pathologies = [f for f in pathologies if f.observation in allowed]
+    coupled = _couple(rng, pathologies) if prior is None and config.pathologies is None else pathologies
+    findings = coupled + devices
     return StudyTruth(
         subject_id=patient.subject_id,
         study_id=study_id,
@@ -161,6 +171,8 @@ def _sample_study(
 
 def _new_pathologies(rng: np.random.Generator, at_least: int = 1, exclude: set[str] = frozenset()) -> list[Finding]:
     names = [n for n in PREVALENCE if n not in exclude]
+    if not names:
+        return []
     weights = np.array([max(PREVALENCE[n], 0.04) for n in names])
     count = max(at_least, min(4, rng.poisson(0.8) + at_least))
     count = min(count, len(names))
@@ -224,7 +236,9 @@ def _devices(rng: np.random.Generator, prior: StudyTruth | None) -> list[Finding
     return kept
 
 
-def _evolve(rng: np.random.Generator, prior: StudyTruth, normal: bool) -> tuple[list[Finding], list[Change]]:
+def _evolve(
+    rng: np.random.Generator, prior: StudyTruth, normal: bool, exclude: set[str] = frozenset()
+) -> tuple[list[Finding], list[Change]]:
     pathologies: list[Finding] = []
     changes: list[Change] = []
     for f in prior.findings:
@@ -247,7 +261,7 @@ def _evolve(rng: np.random.Generator, prior: StudyTruth, normal: bool) -> tuple[
         changes.append(Change(f.observation, status, f.laterality))
     if not normal:
         # Neither a finding kept nor one just resolved can be "new" in this study.
-        have = {f.observation for f in pathologies} | {c.observation for c in changes}
+        have = {f.observation for f in pathologies} | {c.observation for c in changes} | set(exclude)
         if not pathologies or rng.random() < 0.3:
             new = _new_pathologies(rng, at_least=1, exclude=have)[:1]
             for f in _couple(rng, new, exclude=have):

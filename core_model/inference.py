@@ -1,0 +1,416 @@
+"""From model to flags (DESIGN.md section 4): the consistency check of a draft report.
+
+A :class:`Reader` loads a checkpoint once and answers, for one study and one
+draft report, which statements the image contradicts, which it does not
+support, and which findings it shows that the report leaves out.  Two signals
+feed each decision:
+
+* **zero-shot probability** per finding: the image's similarity to a
+  positive prompt ("There is a pleural effusion.") against a negated one ("No
+  pleural effusion."), softmaxed with the model's temperature and calibrated
+  with the checkpoint's ``calibration.json`` (per-label operating points);
+* **sentence-vs-negation alignment**: does the image match the report's
+  sentence, or the same sentence with the finding's assertion flipped, better?
+
+Flag kinds:
+
+``contradiction``
+    the report denies a finding the image shows (probability at or above the
+    operating point, and the image matches the finding better than its denial),
+    or asserts one the image confidently lacks (probability below the
+    "confidently absent" point, and the image matches the denial better);
+``unsupported``
+    the report asserts a finding the image does not support (below the
+    operating point, not confidently absent);
+``omission``
+    the image shows a finding (at or above the operating point) that the
+    report does not mention at all.
+
+Each flag carries an evidence heatmap: the similarity of every patch token to
+the finding's positive prompt minus its negated prompt.  Image embeddings are
+cached per study and text embeddings per sentence, so re-checking after an
+edit encodes only the sentences that changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core_model.imaging import ImageReadError, read_image
+from core_model.text.edits import NEGATIONS
+from core_model.text.labeler import default_labeler
+from core_model.text.observations import FINDINGS, Assertion
+
+#: Positive prompts per finding (the negated prompts are the CXR-Align negations).
+POSITIVE_PROMPTS: dict[str, tuple[str, ...]] = {
+    "Enlarged Cardiomediastinum": ("The mediastinum is widened.", "Enlarged cardiomediastinal silhouette."),
+    "Cardiomegaly": ("The heart is enlarged.", "Cardiomegaly."),
+    "Lung Opacity": ("There is a lung opacity.", "Airspace opacity is seen."),
+    "Lung Lesion": ("There is a pulmonary nodule.", "A lung mass is seen."),
+    "Edema": ("There is pulmonary edema.", "Mild pulmonary edema."),
+    "Consolidation": ("There is a consolidation.", "Focal consolidation is seen."),
+    "Pneumonia": ("There is pneumonia.", "Findings consistent with pneumonia."),
+    "Atelectasis": ("There is atelectasis.", "Basilar atelectasis."),
+    "Pneumothorax": ("There is a pneumothorax.", "A pneumothorax is seen."),
+    "Pleural Effusion": ("There is a pleural effusion.", "Pleural effusion is present."),
+    "Pleural Other": ("There is pleural thickening.", "Pleural thickening is seen."),
+    "Fracture": ("There is a rib fracture.", "A fracture is seen."),
+    "Support Devices": ("A support device is present.", "Lines and tubes are in place."),
+}
+FRONTAL = ("PA", "AP", "")
+LATERAL = ("LL", "RL", "LATERAL", "LAT", "LLD", "RLD")
+
+
+class CheckError(ValueError):
+    """A study or report cannot be checked; the message says why in one line."""
+
+
+@dataclass
+class Flag:
+    """One finding the report and the image disagree on."""
+
+    kind: str
+    entity: str
+    report_says: str
+    probability: float
+    image_suggests: str
+    sentence: str | None = None
+    span: tuple[int, int] | None = None
+    alignment: float | None = None
+    heatmap: np.ndarray | None = field(default=None, repr=False)
+    message: str = ""
+
+    def to_json(self, *, heatmap: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "kind": self.kind,
+            "entity": self.entity,
+            "sentence": self.sentence,
+            "span": list(self.span) if self.span else None,
+            "report_says": self.report_says,
+            "probability": round(float(self.probability), 4),
+            "image_suggests": self.image_suggests,
+            "alignment": None if self.alignment is None else round(float(self.alignment), 4),
+            "message": self.message,
+        }
+        if heatmap and self.heatmap is not None:
+            out["heatmap"] = np.round(self.heatmap, 3).tolist()
+        return out
+
+
+@dataclass
+class CheckResult:
+    """The flags of one check, the per-finding probabilities, and any warnings."""
+
+    flags: list[Flag]
+    probabilities: dict[str, float]
+    warnings: list[str]
+    model_version: str
+    variant: str
+
+    def to_json(self, *, heatmaps: bool = False) -> dict[str, Any]:
+        return {
+            "flags": [f.to_json(heatmap=heatmaps) for f in self.flags],
+            "probabilities": {k: round(float(v), 4) for k, v in self.probabilities.items()},
+            "warnings": list(self.warnings),
+            "model_version": self.model_version,
+            "variant": self.variant,
+        }
+
+
+@dataclass
+class StudyImage:
+    """One image of a study: display pixels in [0, 1] and its view position."""
+
+    pixels: np.ndarray
+    view: str = ""
+    source: str = ""
+
+
+@dataclass
+class _ImageEncoding:
+    embedding: np.ndarray  # (D,) mean of the frontal images' embeddings, normalised
+    tokens: np.ndarray  # (N, D) patch tokens of the first frontal image
+    grid: tuple[int, int]
+
+
+class Reader:
+    """Loads a checkpoint once; embeds, scores and checks studies against draft reports."""
+
+    def __init__(
+        self,
+        model_dir: str | os.PathLike[str],
+        *,
+        device: str | None = None,
+        threads: int | None = None,
+        text_cache_size: int = 20_000,
+        image_cache_size: int = 64,
+    ) -> None:
+        import torch
+
+        from core_model.checkpoint import load_checkpoint
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.checkpoint = load_checkpoint(model_dir, device=self.device)
+        self.model = self.checkpoint.model.eval()
+        self.tokenizer = self.checkpoint.tokenizer
+        self.variant = self.checkpoint.variant
+        self.model_version = self.checkpoint.version
+        self.calibration: dict[str, dict[str, float]] = dict(self.checkpoint.calibration or {})
+        self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._image_cache: OrderedDict[str, _ImageEncoding] = OrderedDict()
+        self._text_cache_size = text_cache_size
+        self._image_cache_size = image_cache_size
+        self.text_encodings = 0  # sentences actually run through the text encoder
+        self._prompts = self._encode_prompts()
+
+    # ----------------------------------------------------------------- embedding
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Normalised embeddings (N x D) of ``texts``; cached per sentence."""
+        import torch
+
+        missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
+        for start in range(0, len(missing), 64):
+            batch = missing[start:start + 64]
+            ids, mask = self.model.tokenize(batch)
+            with torch.inference_mode():
+                emb = self.model.encode_text(ids, mask)
+            self.text_encodings += len(batch)
+            for text, row in zip(batch, emb.float().cpu().numpy(), strict=True):
+                self._remember(self._text_cache, text, row, self._text_cache_size)
+        out = []
+        for t in texts:
+            row = self._text_cache[t]
+            self._text_cache.move_to_end(t)
+            out.append(row)
+        return np.stack(out) if out else np.zeros((0, self.model.embed_dim), np.float32)
+
+    def embed_study(self, images: Sequence[StudyImage], key: str | None = None) -> _ImageEncoding:
+        """Image embedding of a study (frontal images averaged) and patch tokens; cached by key."""
+        import torch
+
+        key = key or _pixels_key(images)
+        if key in self._image_cache:
+            self._image_cache.move_to_end(key)
+            return self._image_cache[key]
+        frontal = [im for im in images if im.view.upper() not in LATERAL] or list(images)
+        batch = torch.stack([self.model.preprocess(im.pixels) for im in frontal]).to(self.device)
+        with torch.inference_mode():
+            glob, tokens, grid = self.model.encode_image_tokens(batch)
+        emb = glob.float().mean(0)
+        emb = (emb / emb.norm().clamp_min(1e-12)).cpu().numpy()
+        encoding = _ImageEncoding(emb, tokens[0].float().cpu().numpy(), tuple(grid))
+        self._remember(self._image_cache, key, encoding, self._image_cache_size)
+        return encoding
+
+    @staticmethod
+    def _remember(cache: OrderedDict, key: str, value: Any, size: int) -> None:
+        cache[key] = value
+        cache.move_to_end(key)
+        while len(cache) > size:
+            cache.popitem(last=False)
+
+    def _encode_prompts(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        prompts = {}
+        for finding in FINDINGS:
+            pos = self.embed_texts(list(POSITIVE_PROMPTS[finding])).mean(0)
+            neg = self.embed_texts(list(NEGATIONS[finding])).mean(0)
+            prompts[finding] = (pos / np.linalg.norm(pos), neg / np.linalg.norm(neg))
+        return prompts
+
+    # ----------------------------------------------------------------- scores
+
+    @property
+    def scale(self) -> float:
+        """The model's learned inverse temperature (1/tau)."""
+        return float(self.model.logit_scale_exp())
+
+    def raw_logits(self, encoding: _ImageEncoding) -> dict[str, float]:
+        """Uncalibrated zero-shot logit per finding: scale x (cos to positive - cos to negated prompt)."""
+        return {
+            finding: self.scale * float(encoding.embedding @ pos - encoding.embedding @ neg)
+            for finding, (pos, neg) in self._prompts.items()
+        }
+
+    def probabilities(self, encoding: _ImageEncoding) -> dict[str, float]:
+        """Calibrated zero-shot probability that each finding is present."""
+        out = {}
+        for finding, logit in self.raw_logits(encoding).items():
+            cal = self.calibration.get(finding, {})
+            logit = cal.get("a", 1.0) * logit + cal.get("b", 0.0)
+            out[finding] = float(1.0 / (1.0 + np.exp(-np.clip(logit, -60, 60))))
+        return out
+
+    def threshold(self, finding: str) -> float:
+        """The operating point for ``finding`` (calibration.json, else 0.5)."""
+        return float(self.calibration.get(finding, {}).get("threshold", 0.5))
+
+    def absent_threshold(self, finding: str) -> float:
+        """Below this probability the image confidently lacks ``finding``."""
+        return float(self.calibration.get(finding, {}).get("absent_threshold", min(0.2, self.threshold(finding) / 2)))
+
+    def heatmap(self, encoding: _ImageEncoding, finding: str) -> np.ndarray:
+        """Evidence map (grid h x w, in [0, 1]): patch similarity to the finding minus its denial."""
+        pos, neg = self._prompts[finding]
+        score = encoding.tokens @ pos - encoding.tokens @ neg
+        h, w = encoding.grid
+        score = score[: h * w].reshape(h, w)
+        lo, hi = float(score.min()), float(score.max())
+        return ((score - lo) / (hi - lo)).astype(np.float32) if hi > lo else np.zeros((h, w), np.float32)
+
+    # ----------------------------------------------------------------- the check
+
+    def check(
+        self,
+        images: Sequence[StudyImage | np.ndarray | str | os.PathLike[str]],
+        report: str,
+        *,
+        study_key: str | None = None,
+        heatmaps: bool = True,
+    ) -> CheckResult:
+        """Flags for one study and one draft report."""
+        study = [_as_image(im) for im in images]
+        if not study:
+            raise CheckError("no image given: a check needs at least one image of the study")
+        warnings = []
+        if all(im.view.upper() in LATERAL for im in study):
+            warnings.append(
+                "only lateral views: the model reads frontal (PA/AP) radiographs, so these "
+                "results are unreliable"
+            )
+        elif any(im.view.upper() in LATERAL for im in study):
+            warnings.append("lateral view(s) ignored: the model reads the frontal images")
+        if self.variant in ("clip", "clip-dt", "clip-dtc", "clip-g", "clip-g-dtcg", "softclip", "offclip"):
+            warnings.append(
+                f"model variant {self.variant!r} was trained without negation hard negatives; "
+                "contradiction flags are less reliable"
+            )
+        encoding = self.embed_study(study, study_key)
+        probs = self.probabilities(encoding)
+        if not isinstance(report, str):
+            raise CheckError(f"the report must be text, not {type(report).__name__}")
+        labels = default_labeler().label_report(report)
+        if not report.strip():
+            warnings.append("the report is empty: only omissions can be flagged")
+        elif not any(s.mentions for s in labels.sentences):
+            warnings.append("the report mentions no finding: only omissions can be flagged")
+
+        flags: list[Flag] = []
+        mentioned: set[str] = set()
+        statements: list[tuple[Any, Any]] = []
+        for sentence in labels.sentences:
+            for m in sentence.mentions:
+                mentioned.add(m.observation)
+                if m.assertion in (Assertion.PRESENT, Assertion.ABSENT):
+                    statements.append((sentence, m))
+        # One text batch for every sentence and its flipped version (cached per sentence).
+        flipped = [_flip(m.observation, m.assertion) for _, m in statements]
+        texts = [s.text for s, _ in statements] + flipped
+        emb = self.embed_texts(texts)
+        n = len(statements)
+        for i, (sentence, m) in enumerate(statements):
+            p = probs[m.observation]
+            align = float(encoding.embedding @ emb[i] - encoding.embedding @ emb[n + i])
+            kind = None
+            if m.assertion is Assertion.ABSENT and p >= self.threshold(m.observation) and align < 0:
+                kind = "contradiction"
+            elif m.assertion is Assertion.PRESENT and p < self.absent_threshold(m.observation) and align < 0:
+                kind = "contradiction"
+            elif m.assertion is Assertion.PRESENT and p < self.threshold(m.observation):
+                kind = "unsupported"
+            if kind is None:
+                continue
+            flags.append(self._flag(kind, m.observation, m.assertion.value, p, encoding, heatmaps,
+                                    sentence=sentence.text, span=(sentence.start, sentence.end), alignment=align))
+        for finding in FINDINGS:
+            if finding not in mentioned and probs[finding] >= self.threshold(finding):
+                flags.append(self._flag("omission", finding, Assertion.NOT_MENTIONED.value, probs[finding],
+                                        encoding, heatmaps))
+        flags = _dedupe(flags)
+        return CheckResult(flags, probs, warnings, self.model_version, self.variant)
+
+    def _flag(self, kind: str, finding: str, says: str, p: float, encoding: _ImageEncoding, heatmaps: bool,
+              **extra: Any) -> Flag:
+        suggests = "present" if p >= self.threshold(finding) else "absent"
+        name = finding.lower()
+        message = {
+            "contradiction": f"The report says {name} is {says}; the image suggests it is {suggests} (p={p:.2f}).",
+            "unsupported": f"The report says {name} is present; the image does not support it (p={p:.2f}).",
+            "omission": f"The image suggests {name} (p={p:.2f}); the report does not mention it.",
+        }[kind]
+        return Flag(kind, finding, says, p, suggests, heatmap=self.heatmap(encoding, finding) if heatmaps else None,
+                    message=message, **extra)
+
+
+def _dedupe(flags: list[Flag]) -> list[Flag]:
+    """One flag per (kind, finding, sentence); order: contradictions, unsupported, omissions."""
+    order = {"contradiction": 0, "unsupported": 1, "omission": 2}
+    seen, out = set(), []
+    for f in sorted(flags, key=lambda f: (order[f.kind], f.span or (1 << 30, 0))):
+        key = (f.kind, f.entity, f.sentence)
+        if key not in seen:
+            seen.add(key)
+            out.append(f)
+    return out
+
+
+def _flip(finding: str, assertion: Assertion) -> str:
+    """The statement with the finding's assertion flipped (for the alignment signal)."""
+    return NEGATIONS[finding][0] if assertion is Assertion.PRESENT else POSITIVE_PROMPTS[finding][0]
+
+
+def _as_image(item: StudyImage | np.ndarray | str | os.PathLike[str]) -> StudyImage:
+    if isinstance(item, StudyImage):
+        return item
+    if isinstance(item, np.ndarray):
+        if item.ndim != 2:
+            raise CheckError(f"an image array must be 2-D grayscale, got shape {item.shape}")
+        return StudyImage(np.clip(item.astype(np.float32), 0.0, 1.0))
+    path = Path(item)
+    try:
+        pixels = read_image(path)
+    except ImageReadError as exc:
+        raise CheckError(str(exc)) from exc
+    return StudyImage(pixels, _view_of(path), str(path))
+
+
+def _view_of(path: Path) -> str:
+    """ViewPosition of a DICOM file ('' for pictures or when absent)."""
+    if path.suffix.lower() not in (".dcm", ".dicom", ""):
+        return ""
+    try:
+        import pydicom
+
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        return str(ds.get("ViewPosition", "") or "").strip().upper()
+    except Exception:  # the pixel read already succeeded; a missing tag is not an error
+        return ""
+
+
+def _pixels_key(images: Iterable[StudyImage]) -> str:
+    h = hashlib.sha256()
+    for im in images:
+        h.update(str(im.pixels.shape).encode())
+        h.update(np.ascontiguousarray(im.pixels).tobytes())
+        h.update(im.view.encode())
+    return h.hexdigest()
+
+
+__all__ = [
+    "CheckError",
+    "CheckResult",
+    "Flag",
+    "POSITIVE_PROMPTS",
+    "Reader",
+    "StudyImage",
+]

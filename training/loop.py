@@ -1,0 +1,129 @@
+"""The core of a training run: batches of pairs through the model and the loss.
+
+:func:`fit` runs AdamW with linear warm-up and cosine decay, clips gradients,
+clamps the temperature after every step (as open_clip does), and computes only
+the inputs the loss variant needs (``VariantSpec.required_inputs``).  It is
+seeded: the same pairs, model initialisation and seed give the same weights
+on CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from core_model.losses import ConcordLoss
+from core_model.model.clip import ConcordCLIP
+from training.pairs import Pair
+
+
+@dataclass
+class StepLog:
+    step: int
+    loss: float
+    terms: dict[str, float]
+    lr: float
+
+
+def collate(
+    model: ConcordCLIP,
+    pairs: Sequence[Pair],
+    needs: Sequence[str],
+    pixels: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """The loss's keyword arguments for one batch (only those in ``needs``).
+
+    ``pixels`` are the batch's preprocessed images when the caller has them
+    (they are preprocessed here otherwise).
+    """
+    device = model.device
+    if pixels is None:
+        pixels = torch.stack([model.preprocess(p.pixels) for p in pairs])
+    pixels = pixels.to(device)
+    out: dict[str, torch.Tensor] = {
+        "image": model.encode_image(pixels),
+        "text": model.encode_texts([p.text for p in pairs]),
+        "logit_scale": model.logit_scale_exp(),
+    }
+    if "text_neg" in needs:
+        out["text_neg"] = model.encode_texts([p.text_neg for p in pairs])
+    if "clinical" in needs:
+        out["clinical"] = torch.tensor([p.clinical for p in pairs], dtype=torch.float32, device=device)
+    if "clinical_neg" in needs:
+        out["clinical_neg"] = torch.tensor([p.clinical_neg for p in pairs], dtype=torch.float32, device=device)
+    if "graph" in needs:
+        out["graph"] = model.encode_graphs([p.graph for p in pairs])
+    if "graph_neg" in needs:
+        out["graph_neg"] = model.encode_graphs([p.graph_neg for p in pairs])
+    if "normal" in needs:
+        out["normal"] = torch.tensor([p.normal for p in pairs], dtype=torch.bool, device=device)
+    return out
+
+
+def lr_at(step: int, *, base: float, warmup: int, total: int) -> float:
+    """Linear warm-up to ``base``, then cosine decay to zero at ``total``."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * base * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def fit(
+    model: ConcordCLIP,
+    loss_fn: ConcordLoss,
+    pairs: Sequence[Pair],
+    *,
+    steps: int,
+    batch_size: int = 32,
+    lr: float = 5e-4,
+    weight_decay: float = 0.05,
+    warmup: int = 20,
+    clip_norm: float = 1.0,
+    seed: int = 0,
+    on_step: Callable[[StepLog], None] | None = None,
+) -> list[StepLog]:
+    """Train ``model`` for ``steps`` optimiser steps; returns the per-step log."""
+    if len(pairs) < 2:
+        raise ValueError("training needs at least two pairs (a contrastive batch)")
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    needs = loss_fn.spec.required_inputs()
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "logit_scale" not in n]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "logit_scale" in n]
+    optimiser = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
+    )
+    # Without augmentation every step would preprocess the same images again.
+    images = torch.stack([model.preprocess(p.pixels) for p in pairs])
+    order: list[int] = []
+    history: list[StepLog] = []
+    model.train()
+    for step in range(steps):
+        if len(order) < batch_size:
+            fresh = list(range(len(pairs)))
+            rng.shuffle(fresh)
+            order.extend(fresh)
+        chosen = order[:batch_size]
+        batch = [pairs[i] for i in chosen]
+        del order[:batch_size]
+        current = lr_at(step, base=lr, warmup=warmup, total=steps)
+        for group in optimiser.param_groups:
+            group["lr"] = current
+        out = loss_fn(**collate(model, batch, needs, images[chosen]))
+        if not torch.isfinite(out.total):
+            raise FloatingPointError(f"loss is {out.total.item()} at step {step}; stopping")
+        optimiser.zero_grad(set_to_none=True)
+        out.total.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+        optimiser.step()
+        model.clamp_logit_scale_()
+        entry = StepLog(step, float(out.total.detach()), {k: float(v.detach()) for k, v in out.terms.items()}, current)
+        history.append(entry)
+        if on_step:
+            on_step(entry)
+    model.eval()
+    return history
