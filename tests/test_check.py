@@ -1,8 +1,8 @@
 """A tiny model trained on a focused phantom world, then the consistency check on it.
 
 One session-scoped training run (CPU, a couple of minutes) serves every test
-here: it must lower a fixed held-out objective (InfoNCE against the report and
-its hard negative), beat chance on CXR-Align task A, save and load as a
+here: it must lower a fixed held-out objective (each image's cross-entropy
+between its report and that report's hard negative), beat chance on CXR-Align task A, save and load as a
 checkpoint, and make ``check`` flag a report that denies an effusion the image
 shows.  The total training loss of the full variant is not a fixed objective
 (dynamic soft labels sharpen as the text encoder learns; docs/losses.md), so
@@ -32,21 +32,26 @@ from training.pairs import build_pairs
 from training.phantom.world import WorldConfig
 from training.phantom.writer import TRUTH_JSONL, build_world
 
-STEPS = 150
+STEPS = 200
 
 
 def heldout(model, pairs):
-    """(hard-negative InfoNCE, CXR-Align A accuracy) on held-out pairs."""
+    """(report-vs-hard-negative loss, CXR-Align A accuracy, n) on held-out studies with an edit.
+
+    The loss is the two-way cross-entropy of each image between its report r and
+    its hard negative r^n: a fixed objective (InfoNCE over other studies is not,
+    in a world where many normal reports are word-for-word identical).
+    """
     model.eval()
+    edited = [p for p in pairs if p.entity is not None]
     with torch.no_grad():
-        img = model.encode_image(torch.stack([model.preprocess(p.pixels) for p in pairs]))
-        t1 = model.encode_texts([p.text for p in pairs])
-        t2 = model.encode_texts([p.text_neg for p in pairs])
-        logits = model.logit_scale_exp() * img @ torch.cat([t1, t2]).T
-        nce = float(torch.nn.functional.cross_entropy(logits, torch.arange(len(pairs))))
-        edited = [i for i, p in enumerate(pairs) if p.entity is not None]
-        wins = [(img[i] @ t1[i] > img[i] @ t2[i]).item() for i in edited]
-    return nce, float(np.mean(wins)), len(edited)
+        img = model.encode_image(torch.stack([model.preprocess(p.pixels) for p in edited]))
+        t1 = model.encode_texts([p.text for p in edited])
+        t2 = model.encode_texts([p.text_neg for p in edited])
+        logits = model.logit_scale_exp() * torch.stack([(img * t1).sum(1), (img * t2).sum(1)], 1)
+        loss = float(torch.nn.functional.cross_entropy(logits, torch.zeros(len(edited), dtype=torch.long)))
+        wins = (logits[:, 0] > logits[:, 1]).float().mean().item()
+    return loss, wins, len(edited)
 
 
 @pytest.fixture(scope="session")
@@ -87,9 +92,9 @@ def trained(tmp_path_factory):
 
 
 def test_training_lowers_the_heldout_objective_and_beats_chance(trained):
-    (nce0, align0, n), (nce1, align1, _) = trained["before"], trained["after"]
+    (loss0, align0, n), (loss1, align1, _) = trained["before"], trained["after"]
     assert n >= 15
-    assert nce1 < nce0 - 0.1, (nce0, nce1)
+    assert loss1 < loss0, (loss0, loss1)
     assert align1 > 0.6, f"CXR-Align A {align1:.2f} (before training {align0:.2f}) on {n} held-out studies"
     terms = trained["history"]
     clinical = [np.mean([h.terms["L_c(I,T)"] for h in terms[i:i + 20]]) for i in (0, len(terms) - 20)]
