@@ -279,7 +279,7 @@ class Reader:
         heatmaps: bool = True,
     ) -> CheckResult:
         """Flags for one study and one draft report."""
-        study = [_as_image(im) for im in images]
+        study = [as_study_image(im) for im in images]
         if not study:
             raise CheckError("no image given: a check needs at least one image of the study")
         warnings = []
@@ -369,7 +369,8 @@ def _flip(finding: str, assertion: Assertion) -> str:
     return NEGATIONS[finding][0] if assertion is Assertion.PRESENT else POSITIVE_PROMPTS[finding][0]
 
 
-def _as_image(item: StudyImage | np.ndarray | str | os.PathLike[str]) -> StudyImage:
+def as_study_image(item: StudyImage | np.ndarray | str | os.PathLike[str]) -> StudyImage:
+    """A study image from an array of display values, a file path, or a StudyImage."""
     if isinstance(item, StudyImage):
         return item
     if isinstance(item, np.ndarray):
@@ -413,4 +414,5 @@ __all__ = [
     "POSITIVE_PROMPTS",
     "Reader",
     "StudyImage",
+    "as_study_image",
 ]

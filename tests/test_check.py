@@ -200,3 +200,26 @@ def test_concord_check_command(trained, tmp_path, capsys):
     assert "no such file" in lines[1]["error"] and "not JSON" in lines[2]["error"]
     assert main(["check", "--model", str(tmp_path / "nomodel"), "--image", "x", "--report", str(report)]) == 2
     assert "cannot load the model" in capsys.readouterr().err
+
+
+def test_prior_index_build_and_query(trained, tmp_path, capsys):
+    index_dir = tmp_path / "priors"
+    assert main(["index", "build", "--model", str(trained["dir"]), "--data", str(trained["root"]),
+                 "--split", "validate", "-o", str(index_dir)]) == 0
+    assert "studies" in capsys.readouterr().err
+    assert main(["index", "query", str(index_dir), "--model", str(trained["dir"]),
+                 "--text", "Large left pleural effusion.", "-k", "3", "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert len(hits) == 3 and hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
+    assert all(set(h) == {"id", "score", "labels", "report"} for h in hits)
+    effusion, _ = _effusion_images(trained["root"], 128)
+    assert main(["index", "query", str(index_dir), "--model", str(trained["dir"]),
+                 "--image", str(effusion[0]), "--target", "image", "-k", "2"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2
+    # An index is only valid with the model that built it.
+    other = tmp_path / "other"
+    ckpt = load_checkpoint(trained["dir"])
+    torch.nn.init.normal_(ckpt.model.text_proj.weight)
+    save_checkpoint(ckpt.model, ckpt.tokenizer, other, variant="clip-ng-dtcg")
+    assert main(["index", "query", str(index_dir), "--model", str(other), "--text", "x"]) == 2
+    assert "model" in capsys.readouterr().err

@@ -415,3 +415,12 @@ def test_local_bert_directory_without_safetensors(tmp_path: Path) -> None:
     (directory / "model.safetensors").rename(directory / "pytorch_model.bin")
     with pytest.raises(WeightsError, match="no .safetensors"):
         create_model("tiny", text_dir=directory)
+
+
+def test_tokenizer_training_is_deterministic() -> None:
+    # tokenizers' own trainer broke ties in randomised hash order: same data, different vocabularies.
+    texts = [f"Small {side} pleural effusion and {w} atelectasis." for side in ("left", "right") for w in ("mild", "minimal", "patchy")] * 3
+    vocabs = [train_wordpiece(texts, vocab_size=200).backend.get_vocab() for _ in range(3)]
+    assert vocabs[0] == vocabs[1] == vocabs[2]
+    tokenizer = train_wordpiece(texts, vocab_size=200)
+    assert tokenizer.tokens("pneumothorax")[1:-1] != ["[UNK]"]  # unseen words are spelled, not lost

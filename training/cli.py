@@ -35,11 +35,95 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--all-views", action="store_true", help="keep lateral and other views too")
     s.add_argument("--json", action="store_true", help="print the summary as JSON")
     s.set_defaults(func=_cmd_data_summary)
+    register_index(sub)
     c = data.add_parser("contact-sheet", help="a PNG grid of studies with their findings and report excerpts")
     c.add_argument("root", help="dataset root")
     c.add_argument("-o", "--output", required=True, help="PNG file to write")
     c.add_argument("--count", type=int, default=12, help="number of studies (default 12)")
     c.set_defaults(func=_cmd_contact_sheet)
+
+
+def register_index(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("index", help="build or query the index of similar prior reports")
+    actions = p.add_subparsers(dest="index_command", metavar="ACTION", required=True)
+    b = actions.add_parser("build", help="embed every study of a dataset with a model and save the index")
+    b.add_argument("--model", required=True, help="model directory")
+    b.add_argument("--data", required=True, help="MIMIC-layout dataset root")
+    b.add_argument("-o", "--output", required=True, help="index directory to write")
+    b.add_argument("--split", choices=("train", "validate", "test"), help="only this split")
+    b.add_argument("--no-images", action="store_true", help="index report text only")
+    b.add_argument("--device", default=None)
+    b.set_defaults(func=_cmd_index_build)
+    q = actions.add_parser("query", help="the most similar prior reports to a text or an image")
+    q.add_argument("index", help="index directory")
+    q.add_argument("--model", required=True, help="model directory (must be the one the index was built with)")
+    what = q.add_mutually_exclusive_group(required=True)
+    what.add_argument("--text", help="query by report text")
+    what.add_argument("--image", help="query by image file")
+    q.add_argument("--target", choices=("text", "image"), default="text",
+                   help="search prior report texts (default) or prior images")
+    q.add_argument("-k", type=int, default=5, help="number of results (default 5)")
+    q.add_argument("--json", action="store_true")
+    q.add_argument("--device", default=None)
+    q.set_defaults(func=_cmd_index_query)
+
+
+def _reader(model: str, device: str | None):  # noqa: ANN202 - core_model.inference.Reader
+    from core_model.checkpoint import CheckpointError
+    from core_model.inference import Reader
+
+    try:
+        return Reader(model, device=device)
+    except CheckpointError as exc:
+        raise InputError(f"cannot load the model: {exc}") from exc
+
+
+def _cmd_index_build(args: argparse.Namespace) -> int:
+    from training.dataset import DatasetError, MimicDataset
+    from training.priors import build_prior_index
+
+    reader = _reader(args.model, args.device)
+    try:
+        dataset = MimicDataset(args.data, split=args.split)
+    except DatasetError as exc:
+        raise InputError(str(exc)) from exc
+    index, skipped = build_prior_index(reader, dataset, images=not args.no_images)
+    try:
+        index.save(args.output)
+    except OSError as exc:
+        raise InputError(f"cannot write {args.output}: {exc.strerror or exc}") from exc
+    extra = f"; skipped {skipped}" if skipped else ""
+    print(f"concord index build: {len(index)} studies ({index.image_count} with images), "
+          f"model {reader.model_version}, written to {args.output}{extra}", file=sys.stderr)
+    return 0
+
+
+def _cmd_index_query(args: argparse.Namespace) -> int:
+    from core_model.index import IndexFileError, IndexMismatchError, ReportIndex
+    from core_model.inference import CheckError
+
+    reader = _reader(args.model, args.device)
+    try:
+        index = ReportIndex.load(args.index, expected_model_version=reader.model_version)
+    except (IndexMismatchError, IndexFileError) as exc:
+        raise InputError(str(exc)) from exc
+    if args.text is not None:
+        vector = reader.embed_texts([args.text])[0]
+    else:
+        from core_model.inference import as_study_image
+
+        try:
+            vector = reader.embed_study([as_study_image(args.image)]).embedding
+        except CheckError as exc:
+            raise InputError(str(exc)) from exc
+    hits = index.query(vector, k=args.k, target=args.target)
+    if args.json:
+        print(json.dumps([{"id": h.id, "score": round(h.score, 4), "labels": h.labels, "report": h.report} for h in hits], indent=2))
+    else:
+        for h in hits:
+            positives = [o for o, v in (h.labels or {}).items() if v == "1" and o != "No Finding"] or ["No Finding"]
+            print(f"{h.score:6.3f}  {h.id}  {', '.join(positives)}")
+    return 0
 
 
 def _cmd_phantom(args: argparse.Namespace) -> int:

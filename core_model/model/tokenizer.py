@@ -26,12 +26,21 @@ from __future__ import annotations
 
 import json
 import os
+import string
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
-from tokenizers import AddedToken, Tokenizer, models, normalizers, pre_tokenizers, processors
-from tokenizers import trainers as tk_trainers
+from tokenizers import (
+    AddedToken,
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+)
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS: tuple[str, ...] = (PAD, UNK, CLS, SEP, MASK)
@@ -160,22 +169,37 @@ class ConcordTokenizer:
 def train_wordpiece(
     texts: Iterable[str], vocab_size: int = 4096, min_frequency: int = 2
 ) -> ConcordTokenizer:
-    """Train a lowercase BERT WordPiece vocabulary on ``texts`` (reports or sentences).
+    """Build a lowercase BERT WordPiece vocabulary from ``texts`` (reports or sentences).
 
-    ``vocab_size`` counts the special tokens and the alphabet; the ``___``
-    token is added on top, so the result's :attr:`~ConcordTokenizer.vocab_size`
-    is at most ``vocab_size + 1``.
+    The vocabulary is built deterministically: the special tokens, every
+    character seen (word-initial and ``##`` continuation, so any word can be
+    spelled), then whole words by descending frequency (ties alphabetical) up
+    to ``vocab_size``.  ``tokenizers``' own trainer breaks ties between equally
+    frequent merges in hash-map order, which Rust randomises per process, so
+    two runs with the same seed got different vocabularies (and different
+    models); radiology's small vocabulary is covered well by whole words.
+    The ``___`` token is added on top, so the result's
+    :attr:`~ConcordTokenizer.vocab_size` is at most ``vocab_size + 1``.
     """
-    tok = Tokenizer(models.WordPiece(unk_token=UNK))
-    _bert_pipeline(tok, lowercase=True)
-    trainer = tk_trainers.WordPieceTrainer(
-        vocab_size=vocab_size,
-        min_frequency=min_frequency,
-        special_tokens=list(SPECIAL_TOKENS),
-        show_progress=False,
+    normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True
     )
-    tok.train_from_iterator(texts, trainer=trainer)
-    # The post-processor needs the ids, which exist only after training.
+    pre = pre_tokenizers.BertPreTokenizer()
+    counts: Counter[str] = Counter()
+    for text in texts:
+        counts.update(word for word, _ in pre.pre_tokenize_str(normalizer.normalize_str(text)))
+    counts.pop(DEID_TOKEN, None)
+    # Letters and digits always, so any English word can be spelled even if unseen.
+    chars = sorted({c for word in counts for c in word} | set(string.ascii_lowercase + string.digits))
+    vocab = list(dict.fromkeys([*SPECIAL_TOKENS, *chars, *(f"##{c}" for c in chars)]))
+    known = set(vocab)
+    words = sorted((w for w, n in counts.items() if n >= min_frequency and w not in known),
+                   key=lambda w: (-counts[w], w))
+    vocab += words[: max(0, vocab_size - len(vocab))]
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token=UNK))
+    # Mark the specials as such (same ids) so decoding skips them, as a trained BERT vocab does.
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
+    tok.decoder = decoders.WordPiece()
     _bert_pipeline(tok, lowercase=True)
     _add_deid_token(tok)
     return ConcordTokenizer(tok, source="trained")
