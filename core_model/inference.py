@@ -37,7 +37,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -199,12 +199,20 @@ class Reader:
         """Image embedding of a study (frontal images averaged) and patch tokens; cached by key."""
         import torch
 
-        key = key or _pixels_key(images)
-        if key in self._image_cache:
+        if key is not None and key in self._image_cache:
             self._image_cache.move_to_end(key)
             return self._image_cache[key]
         frontal = [im for im in images if im.view.upper() not in LATERAL] or list(images)
-        batch = torch.stack([self.model.preprocess(im.pixels) for im in frontal]).to(self.device)
+        try:
+            batch = torch.stack([self.model.preprocess(im.pixels) for im in frontal])
+        except ValueError as exc:
+            raise CheckError(f"image cannot be used: {exc}") from exc
+        # The embedding is a function of the preprocessed tensor: hash that (small), not the raw pixels.
+        key = key or hashlib.sha256(batch.numpy().tobytes()).hexdigest()
+        if key in self._image_cache:
+            self._image_cache.move_to_end(key)
+            return self._image_cache[key]
+        batch = batch.to(self.device)
         with torch.inference_mode():
             glob, tokens, grid = self.model.encode_image_tokens(batch)
         emb = glob.float().mean(0)
@@ -376,7 +384,7 @@ def as_study_image(item: StudyImage | np.ndarray | str | os.PathLike[str]) -> St
     if isinstance(item, np.ndarray):
         if item.ndim != 2:
             raise CheckError(f"an image array must be 2-D grayscale, got shape {item.shape}")
-        return StudyImage(np.clip(item.astype(np.float32), 0.0, 1.0))
+        return StudyImage(item)  # preprocessing clips to [0, 1] after reducing the image
     path = Path(item)
     try:
         pixels = read_image(path)
@@ -396,15 +404,6 @@ def _view_of(path: Path) -> str:
         return str(ds.get("ViewPosition", "") or "").strip().upper()
     except Exception:  # the pixel read already succeeded; a missing tag is not an error
         return ""
-
-
-def _pixels_key(images: Iterable[StudyImage]) -> str:
-    h = hashlib.sha256()
-    for im in images:
-        h.update(str(im.pixels.shape).encode())
-        h.update(np.ascontiguousarray(im.pixels).tobytes())
-        h.update(im.view.encode())
-    return h.hexdigest()
 
 
 __all__ = [
