@@ -163,6 +163,14 @@ def test_bad_inputs_are_clear(trained, tmp_path):
     assert isinstance(long.flags, list)
     with pytest.raises(CheckError, match="no image"):
         reader.check([], "No effusion.")
+    with pytest.raises(CheckError, match="NaN"):
+        reader.check([np.full((64, 64), np.nan, np.float32)], "No effusion.")
+    # A checkpoint of a variant without hard negatives is used, with a warning.
+    ckpt = load_checkpoint(trained["dir"])
+    plain = tmp_path / "plain"
+    save_checkpoint(ckpt.model, ckpt.tokenizer, plain, variant="clip")
+    warned = Reader(plain).check([image], "No pleural effusion.")
+    assert any("without negation hard negatives" in w for w in warned.warnings)
     with pytest.raises(CheckError, match="no such file"):
         reader.check([tmp_path / "missing.dcm"], "No effusion.")
     with pytest.raises(CheckError, match="2-D"):
