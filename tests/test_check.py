@@ -131,12 +131,14 @@ def test_check_flags_a_denied_effusion_as_a_contradiction(trained):
     false_alarm = np.mean([flagged(i) for i in normal])
     assert hit >= 0.6, f"contradiction flagged on {hit:.0%} of large/moderate effusions"
     assert false_alarm <= 0.3, f"and on {false_alarm:.0%} of normal studies"
-    result = reader.check([effusion[0]], report)
-    flag = next((f for f in result.flags if f.entity == "Pleural Effusion"), None)
-    if flag is not None:
-        assert flag.sentence == "No pleural effusion." and flag.report_says == "absent"
-        assert report[flag.span[0]:flag.span[1]] == "No pleural effusion."
-        assert flag.heatmap.shape == (8, 8) and 0.0 <= flag.heatmap.min() <= flag.heatmap.max() <= 1.0
+    # The flag itself: sentence, span into the report, assertion, heatmap.
+    image = next(i for i in effusion if flagged(i))
+    flag = next(f for f in reader.check([image], report).flags
+                if f.kind == "contradiction" and f.entity == "Pleural Effusion")
+    assert flag.sentence == "No pleural effusion." and flag.report_says == "absent"
+    assert report[flag.span[0]:flag.span[1]] == "No pleural effusion."
+    assert flag.image_suggests == "present" and flag.alignment < 0
+    assert flag.heatmap.shape == (8, 8) and 0.0 <= flag.heatmap.min() <= flag.heatmap.max() <= 1.0
 
 
 def test_recheck_encodes_only_the_edited_sentence(trained):
