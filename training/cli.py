@@ -36,11 +36,51 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--json", action="store_true", help="print the summary as JSON")
     s.set_defaults(func=_cmd_data_summary)
     register_index(sub)
+    register_train(sub)
     c = data.add_parser("contact-sheet", help="a PNG grid of studies with their findings and report excerpts")
     c.add_argument("root", help="dataset root")
     c.add_argument("-o", "--output", required=True, help="PNG file to write")
     c.add_argument("--count", type=int, default=12, help="number of studies (default 12)")
     c.set_defaults(func=_cmd_contact_sheet)
+
+
+def register_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train or retrain the model on a MIMIC-layout dataset (progress as JSON lines)",
+        description="Train a Concord model. Progress is printed as JSON lines on standard output; "
+        "SIGINT/SIGTERM write a resumable checkpoint and stop.",
+    )
+    p.add_argument("--config", default="tiny", help="a config name (tiny, paper) or a YAML/JSON file")
+    p.add_argument("--data", required=True, help="dataset root in MIMIC-CXR-JPG's layout")
+    p.add_argument("--out", required=True, help="run folder (new, or an earlier run with --resume)")
+    p.add_argument("--variant", help="loss variant (overrides the config), e.g. clip, clip-ng-dtcg, offclip")
+    p.add_argument("--steps", type=int, help="optimiser steps (overrides the config)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA if present)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from training.config import load_train_config
+    from training.dataset import DatasetError
+    from training.trainer import TrainingCancelled, TrainingError, train
+
+    try:
+        config = load_train_config(args.config, variant=args.variant, steps=args.steps)
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+    try:
+        final = train(config, args.data, args.out, device=args.device, resume=args.resume)
+    except TrainingCancelled as exc:
+        print(f"concord train: {exc}; continue with --resume", file=sys.stderr)
+        return 130
+    except (TrainingError, DatasetError) as exc:
+        raise InputError(str(exc)) from exc
+    except OSError as exc:
+        raise InputError(f"cannot write to {args.out}: {exc.strerror or exc}") from exc
+    print(f"concord train: model written to {final}", file=sys.stderr)
+    return 0
 
 
 def register_index(sub: argparse._SubParsersAction) -> None:

@@ -1,0 +1,109 @@
+"""Training configurations: a name (``tiny``, ``paper``) or a YAML / JSON file.
+
+A file may set any field of :class:`TrainConfig`; an unknown key is an error
+that names it (a typo must not silently train with a default).  The loss
+hyper-parameters (thresholds and weights of eq. 10) are fields too, so a run
+records exactly what it was trained with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from core_model.losses import LossConfig, variant_spec
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: str = "tiny"
+    variant: str = "clip-ng-dtcg"
+    steps: int = 2000
+    batch_size: int = 32
+    grad_accum: int = 1
+    lr: float = 5e-4
+    weight_decay: float = 0.05
+    warmup: int = 100
+    clip_norm: float = 1.0
+    checkpoint_every: int = 500
+    seed: int = 0
+    vocab_size: int = 4096
+    tau_t: float = 0.8
+    tau_c: float = 0.5
+    tau_g: float = 0.8
+    w_t: float = 1.0
+    w_c: float = 1.0
+    w_g: float = 1.0
+    offclip_weight: float = 1.0
+    softclip_weight: float = 1.0
+    softclip_temperature: float = 0.1
+    uncertain: float = 0.5
+
+    def __post_init__(self) -> None:
+        variant_spec(self.variant)
+        for name in ("steps", "batch_size", "grad_accum", "checkpoint_every", "vocab_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.batch_size < 2:
+            raise ValueError("batch_size must be at least 2 (a contrastive batch)")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        self.loss_config()  # validates thresholds and weights
+
+    def loss_config(self) -> LossConfig:
+        return LossConfig(
+            variant=self.variant, tau_t=self.tau_t, tau_c=self.tau_c, tau_g=self.tau_g,
+            w_t=self.w_t, w_c=self.w_c, w_g=self.w_g, offclip_weight=self.offclip_weight,
+            softclip_weight=self.softclip_weight, softclip_temperature=self.softclip_temperature,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def differences(self, other: TrainConfig) -> list[str]:
+        """Fields whose values differ, as "name: a -> b"."""
+        return [
+            f"{f.name}: {getattr(self, f.name)!r} -> {getattr(other, f.name)!r}"
+            for f in fields(self)
+            if getattr(self, f.name) != getattr(other, f.name)
+        ]
+
+
+NAMED: dict[str, TrainConfig] = {
+    "tiny": TrainConfig(model="tiny", steps=2000, batch_size=32, lr=5e-4, warmup=100),
+    "paper": TrainConfig(model="paper", steps=50_000, batch_size=128, lr=1e-4, warmup=2000,
+                         checkpoint_every=2000, vocab_size=30522),
+}
+
+
+def load_train_config(name_or_path: str, **overrides: Any) -> TrainConfig:
+    """A named config, or a YAML / JSON file of overrides on top of ``tiny``."""
+    if name_or_path in NAMED:
+        base = NAMED[name_or_path]
+        data: dict[str, Any] = {}
+    else:
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise ValueError(f"unknown config {name_or_path!r}: not a name ({', '.join(NAMED)}) nor a file")
+        text = path.read_text(encoding="utf-8")
+        try:
+            if path.suffix.lower() == ".json":
+                data = json.loads(text)
+            else:
+                import yaml
+
+                data = yaml.safe_load(text) or {}
+        except Exception as exc:  # yaml and json raise different types; one message
+            raise ValueError(f"{path}: cannot parse ({exc})") from exc
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of settings")
+        base = NAMED.get(str(data.pop("base", "tiny")), NAMED["tiny"])
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown config key(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return dataclasses.replace(base, **data)
