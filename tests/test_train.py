@@ -86,3 +86,26 @@ def test_concord_train_command(world, tmp_path, capsys):
     assert load_checkpoint(tmp_path / "r" / "model").variant == "clip"
     assert main(["train", "--config", str(cfg), "--data", str(tmp_path / "none"), "--out", str(tmp_path / "r2")]) == 2
     assert main(["train", "--config", "nope", "--data", str(world), "--out", str(tmp_path / "r3")]) == 2
+
+
+def test_sigterm_writes_a_resumable_checkpoint(world, tmp_path):
+    import shutil
+    import signal
+    import subprocess
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("steps: 500\nbatch_size: 8\nwarmup: 1\ncheckpoint_every: 400\nvocab_size: 800\n")
+    run = tmp_path / "r"
+    proc = subprocess.Popen([shutil.which("concord"), "train", "--config", str(cfg), "--data", str(world),
+                             "--out", str(run)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if json.loads(line)["event"] == "step":
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest = proc.stdout.read()
+    assert proc.wait(timeout=120) == 130
+    events = [json.loads(line) for line in rest.splitlines()]
+    assert events[-1]["event"] == "cancelled"
+    latest = json.loads((run / "latest.json").read_text())
+    assert 1 <= latest["step"] < 500
+    assert load_checkpoint(run / "checkpoints" / latest["checkpoint"]).variant == "clip-ng-dtcg"
