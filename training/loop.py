@@ -72,6 +72,26 @@ def lr_at(step: int, *, base: float, warmup: int, total: int) -> float:
     return 0.5 * base * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def make_optimiser(model: ConcordCLIP, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not biases, norms or the temperature)."""
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "logit_scale" not in n]
+    rest = [p for n, p in model.named_parameters() if p.ndim < 2 or "logit_scale" in n]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}], lr=lr
+    )
+
+
+def next_batch(order: list[int], size: int, count: int, rng: random.Random) -> list[int]:
+    """Take ``size`` indices from ``order`` (in place), refilling it with a fresh shuffle of ``count``."""
+    if len(order) < size:
+        fresh = list(range(count))
+        rng.shuffle(fresh)
+        order.extend(fresh)
+    chosen = order[:size]
+    del order[:size]
+    return chosen
+
+
 def fit(
     model: ConcordCLIP,
     loss_fn: ConcordLoss,
@@ -92,24 +112,15 @@ def fit(
     torch.manual_seed(seed)
     rng = random.Random(seed)
     needs = loss_fn.spec.required_inputs()
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "logit_scale" not in n]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "logit_scale" in n]
-    optimiser = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
-    )
+    optimiser = make_optimiser(model, lr, weight_decay)
     # Without augmentation every step would preprocess the same images again.
     images = torch.stack([model.preprocess(p.pixels) for p in pairs])
     order: list[int] = []
     history: list[StepLog] = []
     model.train()
     for step in range(steps):
-        if len(order) < batch_size:
-            fresh = list(range(len(pairs)))
-            rng.shuffle(fresh)
-            order.extend(fresh)
-        chosen = order[:batch_size]
+        chosen = next_batch(order, batch_size, len(pairs), rng)
         batch = [pairs[i] for i in chosen]
-        del order[:batch_size]
         current = lr_at(step, base=lr, warmup=warmup, total=steps)
         for group in optimiser.param_groups:
             group["lr"] = current

@@ -34,7 +34,7 @@ from core_model.model.clip import ConcordCLIP, create_model
 from core_model.model.tokenizer import train_wordpiece
 from training.config import TrainConfig
 from training.dataset import MimicDataset
-from training.loop import collate, lr_at
+from training.loop import collate, lr_at, make_optimiser, next_batch
 from training.pairs import build_pairs
 
 STATE_TENSORS = "trainer_state.safetensors"
@@ -102,7 +102,7 @@ def train(
 
     loss_fn = ConcordLoss(config.loss_config())
     needs = loss_fn.spec.required_inputs()
-    optimiser = _optimiser(model, config)
+    optimiser = make_optimiser(model, config.lr, config.weight_decay)
     rng = random.Random(config.seed)
     order: list[int] = []
     step = 0
@@ -124,11 +124,7 @@ def train(
                 group["lr"] = current
             optimiser.zero_grad(set_to_none=True)
             for _ in range(config.grad_accum):
-                if len(order) < config.batch_size:
-                    fresh = list(range(len(pairs)))
-                    rng.shuffle(fresh)
-                    order.extend(fresh)
-                chosen, order = order[: config.batch_size], order[config.batch_size:]
+                chosen = next_batch(order, config.batch_size, len(pairs), rng)
                 batch = [pairs[i] for i in chosen]
                 out = loss_fn(**collate(model, batch, needs, images[chosen]))
                 if not torch.isfinite(out.total):
@@ -184,15 +180,6 @@ def _check_run_dir(run: Path, config: TrainConfig, data_root: Any, resume: bool)
     tmp = run / ".run.json.part"
     tmp.write_text(json.dumps({"config": config.to_json(), "data": str(data_root)}, indent=2))
     os.replace(tmp, meta)
-
-
-def _optimiser(model: ConcordCLIP, config: TrainConfig) -> torch.optim.AdamW:
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "logit_scale" not in n]
-    rest = [p for n, p in model.named_parameters() if p.ndim < 2 or "logit_scale" in n]
-    return torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": rest, "weight_decay": 0.0}],
-        lr=config.lr,
-    )
 
 
 def _save(run: Path, model: ConcordCLIP, tokenizer: Any, config: TrainConfig,
