@@ -30,6 +30,8 @@ All ranks must pass tensors of the same shape (a fixed per-rank batch size,
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -67,7 +69,10 @@ def _gather_one(t: Tensor | None, *, local_loss: bool, with_grad: bool) -> Tenso
         # each slice and returns this rank's slice (see the module docstring).
         from torch.distributed.nn.functional import all_gather
 
-        return torch.cat(all_gather(t.contiguous()), dim=0)
+        with warnings.catch_warnings():
+            # Deprecated in favour of a private module; the public function still works.
+            warnings.simplefilter("ignore", FutureWarning)
+            return torch.cat(all_gather(t.contiguous()), dim=0)
     parts = _all_gather_plain(t)
     if t.requires_grad and not local_loss:
         # The gathered copies carry no gradient; put the local tensor back in

@@ -109,3 +109,139 @@ def test_sigterm_writes_a_resumable_checkpoint(world, tmp_path):
     latest = json.loads((run / "latest.json").read_text())
     assert 1 <= latest["step"] < 500
     assert load_checkpoint(run / "checkpoints" / latest["checkpoint"]).variant == "clip-ng-dtcg"
+
+
+def test_each_rank_takes_its_share_of_the_same_global_batch():
+    from training.trainer import _Batches
+
+    one = _Batches(50, 8, world=1, rank=0, seed=5, start=0)
+    ranks = [_Batches(50, 8, world=2, rank=r, seed=5, start=0) for r in (0, 1)]
+    for k in (0, 3, 5, 6, 13):  # 6 batches per epoch: k = 6 and 13 are in later epochs
+        single = one.indices(k)
+        shares = [b.indices(k) for b in ranks]
+        assert len(single) == 8 and all(len(s) == 4 for s in shares)
+        assert sorted(single) == sorted(shares[0] + shares[1])
+    assert one.indices(0) != one.indices(6)  # reshuffled each epoch
+    resumed = _Batches(50, 8, world=1, rank=0, seed=5, start=13)
+    assert next(iter(resumed)) == [(i, 13) for i in one.indices(13)]
+
+
+def test_two_process_gloo_torchrun(world, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("steps: 3\nbatch_size: 8\nwarmup: 1\ncheckpoint_every: 2\nvocab_size: 800\n")
+    run = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "app.cli", "train", "--config", str(cfg), "--data", str(world), "--out", str(run),
+         "--device", "cpu", "--progress", "json"],
+        capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert events[0]["world_size"] == 2
+    assert [e["step"] for e in events if e["event"] == "step"] == [1, 2, 3]  # rank 0 only
+    assert events[-1]["event"] == "done"
+    assert load_checkpoint(run / "checkpoints" / "step-0000002").variant == "clip-ng-dtcg"
+    assert load_checkpoint(run / "model").model.embed_dim == 128
+
+
+def test_validation_keeps_the_best_model_and_stops_early(world, tmp_path):
+    config = TrainConfig(**{**CONFIG.to_json(), "steps": 40, "eval_every": 2, "patience": 2,
+                            "checkpoint_every": 100})
+    events = []
+    final = train(config, world, tmp_path / "run", emit=events.append)
+    checks = [e for e in events if e["event"] == "validate"]
+    stop = next(e for e in events if e["event"] == "early_stop")
+    assert checks and all(0.0 <= e["cxr_align_A"] <= 1.0 and e["n"] > 0 for e in checks)
+    best = max(checks, key=lambda e: (e["score"], -e["step"]))
+    assert stop["best_step"] == best["step"] and stop["step"] < 40
+    # the two validations after the best one did not improve on it
+    assert [e["step"] for e in checks][-1] == best["step"] + 2 * 2
+    saved = load_checkpoint(final)
+    assert saved.metrics["train_steps_best"] == best["step"]
+    a, b = saved.model.state_dict(), weights(tmp_path / "run" / "best")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(world, tmp_path, monkeypatch):
+    import errno
+
+    import training.trainer as trainer
+
+    real = trainer.save_file
+    calls = {"n": 0}
+
+    def failing(tensors, path, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second checkpoint
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(tensors, path, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "save_file", failing)
+    run = tmp_path / "run"
+    with pytest.raises(TrainingError, match="No space left on device.*previous checkpoint is kept.*step-0000003"):
+        train(CONFIG, world, run, emit=lambda e: None)
+    assert json.loads((run / "latest.json").read_text())["step"] == 3
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-0000003"]
+    assert load_checkpoint(run / "checkpoints" / "step-0000003").variant == "clip-ng-dtcg"
+    monkeypatch.setattr(trainer, "save_file", real)
+    final = train(CONFIG, world, run, resume=True, emit=lambda e: None)  # space again: it resumes
+    assert load_checkpoint(final).metrics["train_steps"] == 6
+
+
+def test_nan_loss_stops_with_the_last_good_checkpoint(world, tmp_path, monkeypatch):
+    from core_model.losses import ConcordLoss
+
+    real = ConcordLoss.forward
+    calls = {"n": 0}
+
+    def poisoned(self, *args, **kwargs):
+        out = real(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 5:
+            out.total = out.total * float("nan")
+        return out
+
+    monkeypatch.setattr(ConcordLoss, "forward", poisoned)
+    with pytest.raises(TrainingError, match="loss is nan at step 4.*step-0000003.*lower learning rate"):
+        train(CONFIG, world, tmp_path / "run", emit=lambda e: None)
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "step-0000003").variant == "clip-ng-dtcg"
+
+
+def test_bf16_autocast_and_loader_workers_run(world, tmp_path):
+    config = TrainConfig(**{**CONFIG.to_json(), "steps": 2, "precision": "bf16", "loader_workers": 1})
+    events = []
+    train(config, world, tmp_path / "run", device="cpu", emit=events.append)
+    losses = [e["loss"] for e in events if e["event"] == "step"]
+    assert len(losses) == 2 and all(loss == loss and loss > 0 for loss in losses)
+
+
+def test_progress_bar_for_people_at_a_terminal(world, tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("steps: 2\nbatch_size: 8\nwarmup: 1\ncheckpoint_every: 1\nvocab_size: 800\n")
+    assert main(["train", "--config", str(cfg), "--data", str(world), "--out", str(tmp_path / "r"),
+                 "--progress", "bar"]) == 0
+    out = capsys.readouterr().out
+    assert "2/2" in out and "loss=" in out and "checkpoint: step 2" in out
+    assert not any(line.startswith("{") for line in out.splitlines())
+
+
+def test_training_from_the_preprocessing_cache(world, tmp_path):
+    from training.preprocess import Manifest
+
+    events = []
+    cache = tmp_path / "cache"
+    train(CONFIG, world, tmp_path / "run", emit=events.append, cache_dir=cache)
+    data = next(e for e in events if e["event"] == "data")
+    manifest = Manifest.load(cache)
+    assert data["train_pairs"] == manifest.splits["train"].pairs > 0
+    assert manifest.settings["image_size"] == 160  # 1.25 x the tiny model's 128 px input
+    assert any(e["event"] == "prepare" for e in events)
+    # a second run on the same cache prepares nothing again
+    again = []
+    train(CONFIG, world, tmp_path / "run2", emit=again.append, cache_dir=cache)
+    assert all(e.get("cached", True) for e in again if e["event"] == "prepare")

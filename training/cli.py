@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
 
 from core_model.text.io import InputError
+from training.prepare_cli import register_prepare
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("-o", "--output", required=True, help="PNG file to write")
     c.add_argument("--count", type=int, default=12, help="number of studies (default 12)")
     c.set_defaults(func=_cmd_contact_sheet)
+    register_prepare(data)
 
 
 def register_train(sub: argparse._SubParsersAction) -> None:
@@ -58,6 +61,11 @@ def register_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, help="optimiser steps (overrides the config)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA if present)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--cache", help="preprocessing cache folder, shared by runs on the same data "
+                   "(default: built in memory for this run)")
+    p.add_argument("--progress", choices=("auto", "json", "bar"), default="auto",
+                   help="JSON lines on stdout (json), a progress bar (bar), or bar when stdout is a "
+                   "terminal and JSON lines otherwise (auto, the default)")
     p.set_defaults(func=_cmd_train)
 
 
@@ -71,7 +79,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise InputError(str(exc)) from exc
     try:
-        final = train(config, args.data, args.out, device=args.device, resume=args.resume)
+        with _train_progress(args.progress, config.steps) as emit:
+            final = train(config, args.data, args.out, device=args.device, resume=args.resume,
+                          cache_dir=args.cache, emit=emit)
     except TrainingCancelled as exc:
         print(f"concord train: {exc}; continue with --resume", file=sys.stderr)
         return 130
@@ -79,8 +89,43 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise InputError(str(exc)) from exc
     except OSError as exc:
         raise InputError(f"cannot write to {args.out}: {exc.strerror or exc}") from exc
-    print(f"concord train: model written to {final}", file=sys.stderr)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
+        print(f"concord train: model written to {final}", file=sys.stderr)
     return 0
+
+
+@contextlib.contextmanager
+def _train_progress(mode: str, steps: int):  # noqa: ANN202 - yields the event callback
+    """JSON lines for programs (the app), a tqdm bar for people at a terminal."""
+    from training.trainer import json_lines
+
+    if mode == "json" or (mode == "auto" and not sys.stdout.isatty()):
+        yield json_lines
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(total=steps, unit="step", dynamic_ncols=True, file=sys.stdout)
+
+    def emit(event: dict) -> None:
+        kind = event.get("event")
+        if kind == "step":
+            bar.total = event["steps"]
+            bar.n = event["step"]
+            bar.set_postfix(loss=f"{event['loss']:.3f}", epoch=event["epoch"],
+                            img_s=event["samples_per_s"], refresh=False)
+            bar.refresh()
+        elif kind == "data":
+            bar.write(f"{event['train_pairs']} training pairs; skipped: {event['skipped'] or 'none'}")
+        elif kind == "validate":
+            bar.write(f"step {event['step']}: validation CXR-Align A {event['cxr_align_A']:.3f} "
+                      f"B {event['cxr_align_B']:.3f} (best {event['best']:.3f} at step {event['best_step']})")
+        elif kind in ("checkpoint", "early_stop", "cancelled"):
+            bar.write(f"{kind}: step {event['step']}" + (f" -> {event['path']}" if "path" in event else ""))
+
+    try:
+        yield emit
+    finally:
+        bar.close()
 
 
 def register_index(sub: argparse._SubParsersAction) -> None:

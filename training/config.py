@@ -41,9 +41,30 @@ class TrainConfig:
     softclip_weight: float = 1.0
     softclip_temperature: float = 0.1
     uncertain: float = 0.5
+    #: Training augmentations (random resized crop, small rotation, brightness and
+    #: contrast; never a horizontal flip): training/augment.py.
+    augment: bool = True
+    #: "auto" (bf16 autocast on CUDA, fp32 elsewhere), "fp32" or "bf16".
+    precision: str = "auto"
+    #: Validate (CXR-Align A and B on the validation split) every N steps; 0: never.
+    eval_every: int = 0
+    #: Stop after this many validations without improvement (0: never stop early).
+    #: With validation on, the run's final model is its best validated one.
+    patience: int = 0
+    #: At most this many validation studies per validation (0: all).
+    eval_studies: int = 500
+    #: DataLoader worker processes for image loading and augmentation.
+    loader_workers: int = 0
 
     def __post_init__(self) -> None:
         variant_spec(self.variant)
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
+        for name in ("eval_every", "patience", "eval_studies", "loader_workers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.patience and not self.eval_every:
+            raise ValueError("patience needs eval_every (early stopping validates every eval_every steps)")
         for name in ("steps", "batch_size", "grad_accum", "checkpoint_every", "vocab_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")

@@ -7,7 +7,8 @@ A phantom world, a hospital's exported cases and MIMIC itself are all read
 through here.  Problems with the dataset as a whole (a missing CSV or column)
 raise :class:`DatasetError`; problems with one study or image (a missing
 file, a report with no clinical text, labels that disagree with the split) are
-skipped and counted with their reason in :attr:`MimicDataset.skipped`.
+skipped and counted with their reason in :attr:`MimicDataset.skipped` (each one
+is listed in :attr:`MimicDataset.skipped_images`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -55,6 +57,15 @@ class Sample:
         return read_image(self.image_path)
 
 
+class SkippedImage(NamedTuple):
+    """One image the reader skipped, and why (``split`` is empty when the split file lacks it)."""
+
+    dicom_id: str
+    study_id: int
+    split: str
+    reason: str
+
+
 def study_folder(root: Path, subject_id: int, study_id: int) -> Path:
     p = f"p{subject_id}"
     return root / "files" / p[:3] / p / f"s{study_id}"
@@ -80,6 +91,7 @@ class MimicDataset(Sequence[Sample]):
         self.splits = splits
         self.views = tuple(v.upper() for v in views) if views else None
         self.skipped: Counter[str] = Counter()
+        self.skipped_images: list[SkippedImage] = []
         self.filtered: Counter[str] = Counter()
         self.notes: Counter[str] = Counter()
         self._samples = self._scan()
@@ -124,11 +136,11 @@ class MimicDataset(Sequence[Sample]):
             view = (r.get("ViewPosition") or "").strip().upper() or "UNKNOWN"
             split_entry = split_of.get(dicom_id)
             if split_entry is None:
-                self.skipped["image not in the split file"] += 1
+                self._skip("image not in the split file", dicom_id, study, "")
                 continue
             split, split_subject = split_entry
             if split_subject != subject:
-                self.skipped["split file and metadata disagree on the subject"] += 1
+                self._skip("split file and metadata disagree on the subject", dicom_id, study, split)
                 continue
             if split not in self.splits:
                 self.filtered[f"split {split}"] += 1
@@ -137,24 +149,28 @@ class MimicDataset(Sequence[Sample]):
                 self.filtered[f"view {view}"] += 1
                 continue
             if study in disagreeing:
-                self.skipped["labels disagree with the split file (subject id differs)"] += 1
+                self._skip("labels disagree with the split file (subject id differs)", dicom_id, study, split)
                 continue
             if study not in labels_of:
-                self.skipped["study has no label row"] += 1
+                self._skip("study has no label row", dicom_id, study, split)
                 continue
             folder = study_folder(self.root, subject, study)
             image = _image_file(folder, dicom_id)
             if image is None:
-                self.skipped["image file missing"] += 1
+                self._skip("image file missing", dicom_id, study, split)
                 continue
             if study not in reports:
                 reports[study] = self._report(folder)
             report = reports[study]
             if isinstance(report, str):
-                self.skipped[report] += 1
+                self._skip(report, dicom_id, study, split)
                 continue
             samples.append(Sample(dicom_id, subject, study, split, view, image, report[0], report[1], labels_of[study]))
         return samples
+
+    def _skip(self, reason: str, dicom_id: str, study_id: int, split: str) -> None:
+        self.skipped[reason] += 1
+        self.skipped_images.append(SkippedImage(dicom_id, study_id, split, reason))
 
     def _report(self, folder: Path) -> tuple[Path, str] | str:
         """The study's report, or the reason it cannot be used."""

@@ -29,6 +29,70 @@ class StepLog:
     lr: float
 
 
+class LossInputs(torch.nn.Module):
+    """The model's part of one training step: image, text and graph features and the temperature.
+
+    A module (not a method of the model) so it can be wrapped in
+    DistributedDataParallel: every parameter the loss touches is used inside its
+    ``forward``.  ``needs`` (``VariantSpec.required_inputs()``) decides which
+    encoders run; a report and its hard negative share one text (and one graph)
+    encoder pass.
+    """
+
+    def __init__(self, model: ConcordCLIP, needs: Sequence[str]) -> None:
+        super().__init__()
+        self.model = model
+        self.needs = frozenset(needs)
+
+    def forward(
+        self,
+        pixels: torch.Tensor,
+        texts: list[str],
+        texts_neg: list[str] | None = None,
+        graphs: list[dict] | None = None,
+        graphs_neg: list[dict] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        m = self.model
+        n = len(texts)
+        out = {"image": m.encode_image(pixels), "logit_scale": m.logit_scale_exp()}
+        encoded = m.encode_texts(texts + (texts_neg or []))
+        out["text"] = encoded[:n]
+        if texts_neg is not None:
+            out["text_neg"] = encoded[n:]
+        if graphs is not None:
+            g = m.encode_graphs(graphs + (graphs_neg or []))
+            out["graph"] = g[:n]
+            if graphs_neg is not None:
+                out["graph_neg"] = g[n:]
+        return out
+
+
+def batch_texts(pairs: Sequence[Pair], needs: Sequence[str]) -> dict[str, list]:
+    """The keyword arguments of :class:`LossInputs` for a batch (texts and graphs only)."""
+    out: dict[str, list] = {"texts": [p.text for p in pairs]}
+    if "text_neg" in needs:
+        out["texts_neg"] = [p.text_neg for p in pairs]
+    if "graph" in needs:
+        out["graphs"] = [p.graph for p in pairs]
+    if "graph_neg" in needs:
+        out["graphs_neg"] = [p.graph_neg for p in pairs]
+    return out
+
+
+def batch_targets(pairs: Sequence[Pair], needs: Sequence[str], device: torch.device | str
+                  ) -> dict[str, torch.Tensor]:
+    """The loss inputs that do not come from the model (clinical vectors, normal flags)."""
+    out: dict[str, torch.Tensor] = {}
+    if "clinical" in needs:
+        out["clinical"] = torch.tensor([p.clinical for p in pairs], dtype=torch.float32, device=device)
+    if "clinical_neg" in needs:
+        out["clinical_neg"] = torch.tensor([p.clinical_neg for p in pairs], dtype=torch.float32,
+                                           device=device)
+    if "normal" in needs:
+        out["normal"] = torch.tensor([p.normal for p in pairs], dtype=torch.bool, device=device)
+    return out
+
+
 def collate(
     model: ConcordCLIP,
     pairs: Sequence[Pair],
@@ -40,27 +104,10 @@ def collate(
     ``pixels`` are the batch's preprocessed images when the caller has them
     (they are preprocessed here otherwise).
     """
-    device = model.device
     if pixels is None:
         pixels = torch.stack([model.preprocess(p.pixels) for p in pairs])
-    pixels = pixels.to(device)
-    out: dict[str, torch.Tensor] = {
-        "image": model.encode_image(pixels),
-        "text": model.encode_texts([p.text for p in pairs]),
-        "logit_scale": model.logit_scale_exp(),
-    }
-    if "text_neg" in needs:
-        out["text_neg"] = model.encode_texts([p.text_neg for p in pairs])
-    if "clinical" in needs:
-        out["clinical"] = torch.tensor([p.clinical for p in pairs], dtype=torch.float32, device=device)
-    if "clinical_neg" in needs:
-        out["clinical_neg"] = torch.tensor([p.clinical_neg for p in pairs], dtype=torch.float32, device=device)
-    if "graph" in needs:
-        out["graph"] = model.encode_graphs([p.graph for p in pairs])
-    if "graph_neg" in needs:
-        out["graph_neg"] = model.encode_graphs([p.graph_neg for p in pairs])
-    if "normal" in needs:
-        out["normal"] = torch.tensor([p.normal for p in pairs], dtype=torch.bool, device=device)
+    out = LossInputs(model, needs)(pixels.to(model.device), **batch_texts(pairs, needs))
+    out.update(batch_targets(pairs, needs, model.device))
     return out
 
 
