@@ -64,7 +64,10 @@ def main() -> int:
     ap.add_argument("--loader-workers", type=int, default=2)
     ap.add_argument("--from-memory", action="store_true", help="decode every image once, up front")
     ap.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
+    ap.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     config = load_train_config(args.config, variant=args.variant, batch_size=args.batch_size)
     device = args.device

@@ -241,7 +241,7 @@ class Reader:
     @property
     def scale(self) -> float:
         """The model's learned inverse temperature (1/tau)."""
-        return float(self.model.logit_scale_exp())
+        return float(self.model.logit_scale_exp().detach())
 
     def raw_logits(self, encoding: _ImageEncoding) -> dict[str, float]:
         """Uncalibrated zero-shot logit per finding: scale x (cos to positive - cos to negated prompt)."""

@@ -100,6 +100,21 @@ def test_two_workers_write_the_same_cache(world, cache, tmp_path):
     assert files(tmp_path / "c2") == files(folder)
 
 
+def test_runs_sharing_a_cache_take_turns(world, cache, tmp_path):
+    """Two trainings started together on one cache folder: one prepares, the other waits."""
+    import subprocess
+    import sys
+
+    folder, _, _ = cache
+    script = ("import sys; from training.preprocess import prepare; "
+              f"prepare(sys.argv[1], sys.argv[2], workers=1, **{SETTINGS!r})")
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(world), str(tmp_path / "shared")],
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for proc in procs:
+        assert proc.wait(timeout=300) == 0, proc.stderr.read()[-2000:]
+    assert files(tmp_path / "shared") == files(folder)
+
+
 def test_a_rerun_recomputes_only_the_missing_shard(world, cache, tmp_path):
     folder, _, _ = cache
     copy = tmp_path / "cache"

@@ -39,6 +39,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=_cmd_data_summary)
     register_index(sub)
     register_train(sub)
+    from training.evalcli import register as register_eval
+
+    register_eval(sub)
+    from training.ablate_cli import register as register_ablate
+
+    register_ablate(sub)
     c = data.add_parser("contact-sheet", help="a PNG grid of studies with their findings and report excerpts")
     c.add_argument("root", help="dataset root")
     c.add_argument("-o", "--output", required=True, help="PNG file to write")
@@ -63,6 +69,8 @@ def register_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--cache", help="preprocessing cache folder, shared by runs on the same data "
                    "(default: built in memory for this run)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; 1 is "
+                   "fastest when other work shares the cores)")
     p.add_argument("--progress", choices=("auto", "json", "bar"), default="auto",
                    help="JSON lines on stdout (json), a progress bar (bar), or bar when stdout is a "
                    "terminal and JSON lines otherwise (auto, the default)")
@@ -78,6 +86,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config = load_train_config(args.config, variant=args.variant, steps=args.steps)
     except ValueError as exc:
         raise InputError(str(exc)) from exc
+    if args.threads is not None:
+        if args.threads < 1:
+            raise InputError(f"--threads must be at least 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         with _train_progress(args.progress, config.steps) as emit:
             final = train(config, args.data, args.out, device=args.device, resume=args.resume,

@@ -156,6 +156,25 @@ def roc_auc(scores: Sequence[float], labels: Sequence[int]) -> float | None:
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
+def roc_curve(scores: Sequence[float], labels: Sequence[int]
+              ) -> tuple[list[float], list[float]] | None:
+    """ROC points (false-positive, true-positive rates) from (0, 0) to (1, 1), one per distinct score.
+
+    None unless both classes occur; the trapezoid area under the points equals :func:`roc_auc`.
+    """
+    s = np.asarray(scores, np.float64)
+    y = np.asarray(labels).astype(bool)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # the last index of each distinct score
+    tpr = np.r_[0.0, np.cumsum(y)[last] / n_pos]
+    fpr = np.r_[0.0, np.cumsum(~y)[last] / n_neg]
+    return fpr.tolist(), tpr.tolist()
+
+
 def retrieval_hits(similarity: np.ndarray, truth: Sequence[int], k: int) -> np.ndarray:
     """Per query (row), whether candidate ``truth[i]`` is among the ``k`` highest scores (ties: lower index first)."""
     sim = np.asarray(similarity, np.float64)
@@ -223,16 +242,29 @@ def cxr_align(reader: Reader, studies: Sequence[Study], *, seed: int = 0,
     return {"A": _ratio(a, n), "B": _ratio(b, n), "n": n}
 
 
-def zero_shot(studies: Sequence[Study]) -> dict[str, Any]:
-    """ROC AUC of raw zero-shot logits per finding (blank = negative, uncertain excluded)."""
+def zero_shot(studies: Sequence[Study], *, curves: bool = False) -> dict[str, Any]:
+    """ROC AUC of raw zero-shot logits per finding (blank = negative, uncertain excluded).
+
+    With ``curves``, also ``curves``: finding -> {"fpr", "tpr"} (:func:`roc_curve`) and the
+    numbers of positive and negative studies scored.
+    """
     auc: dict[str, float] = {}
+    points: dict[str, dict[str, Any]] = {}
     for f in FINDINGS:
         pairs = [(s.logits[f], s.labels.get(f, "") == "1") for s in studies if s.labels.get(f, "") != "-1"]
         value = roc_auc([p[0] for p in pairs], [p[1] for p in pairs]) if pairs else None
         if value is not None:
             auc[f] = value
-    return {"mean_auc": float(np.mean(list(auc.values()))) if auc else None, "auc": auc,
-            "findings_n": len(auc)}
+            if curves:
+                fpr, tpr = roc_curve([p[0] for p in pairs], [p[1] for p in pairs])
+                positives = sum(p[1] for p in pairs)
+                points[f] = {"fpr": fpr, "tpr": tpr, "positives": positives,
+                             "negatives": len(pairs) - positives}
+    out = {"mean_auc": float(np.mean(list(auc.values()))) if auc else None, "auc": auc,
+           "findings_n": len(auc)}
+    if curves:
+        out["curves"] = points
+    return out
 
 
 def retrieval(reader: Reader, studies: Sequence[Study]) -> dict[str, Any]:
@@ -409,5 +441,5 @@ def flat(results: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 __all__ = [
     "Study", "adversarial", "argmax_point", "consistency", "cxr_align", "evaluate_all",
     "flat", "in_box", "inject_errors", "load_studies", "micro_f1", "ncd", "ncd_correct", "pointing",
-    "read_truth", "retrieval", "retrieval_hits", "roc_auc", "zero_shot",
+    "read_truth", "retrieval", "retrieval_hits", "roc_auc", "roc_curve", "zero_shot",
 ]

@@ -41,6 +41,7 @@ import signal
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -60,6 +61,7 @@ CACHE_JSON = "cache.json"
 MANIFEST_JSON = "manifest.json"
 DEFAULT_SHARD_SIZE = 256
 _PART = ".part"
+LOCK = ".lock"
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -176,18 +178,53 @@ def prepare(
         by_split[sample.split].append((len(by_split[sample.split]), sample))
     datasets = {s: _fingerprint(dataset.root, [x for _, x in by_split[s]]) for s in splits}
     cache = Path(cache_dir)
-    _open_cache(cache, settings, datasets, rebuild)
-    workers = workers or os.cpu_count() or 1
-    context = _Context(backend, settings.seed, settings.uncertain, settings.image_size)
-    try:
-        for split in splits:
-            _prepare_split(cache, split, by_split[split], settings, context, rewriter, workers, emit)
-    except BaseException:
-        _remove_parts(cache, splits)
-        raise
-    manifest = _manifest(cache, settings, dataset, by_split)
-    _write_json(cache / MANIFEST_JSON, manifest.to_json(), cache)
+    if cache.is_dir() and not (cache / CACHE_JSON).is_file() and any(
+            p.name not in (CACHE_JSON + _PART, LOCK) for p in cache.iterdir()):
+        raise CacheError(f"{cache} is not empty and holds no preprocessing cache ({CACHE_JSON}); "
+                         "choose a new or empty folder")
+    with _locked(cache):  # runs sharing a cache take turns; the second finds it all cached
+        _open_cache(cache, settings, datasets, rebuild)
+        workers = workers or os.cpu_count() or 1
+        context = _Context(backend, settings.seed, settings.uncertain, settings.image_size)
+        try:
+            for split in splits:
+                _prepare_split(cache, split, by_split[split], settings, context, rewriter, workers, emit)
+        except BaseException:
+            _remove_parts(cache, splits)
+            raise
+        manifest = _manifest(cache, settings, dataset, by_split)
+        text = manifest.to_json()
+        if not (cache / MANIFEST_JSON).is_file() or _read_json(cache / MANIFEST_JSON, what="manifest") != text:
+            _write_json(cache / MANIFEST_JSON, text, cache)
     return manifest
+
+
+@contextmanager
+def _locked(cache: Path):  # noqa: ANN202 - a context manager
+    """An exclusive lock on the cache folder (``.lock``) for the whole of :func:`prepare`."""
+    _mkdir(cache, cache)
+    try:
+        handle = open(cache / LOCK, "a+b")  # noqa: SIM115 - held for the duration
+    except OSError as exc:
+        raise _write_error(cache, exc) from exc
+    try:
+        if os.name == "nt":
+            import msvcrt
+
+            handle.seek(0)
+            while True:
+                try:
+                    msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1)
+                    break
+                except OSError:  # LK_LOCK gives up after 10 s; keep waiting
+                    continue
+        else:
+            import fcntl
+
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        yield
+    finally:
+        handle.close()  # closing releases the lock
 
 
 def prepared_pairs(
@@ -477,7 +514,7 @@ def _open_cache(cache: Path, settings: Settings, datasets: dict[str, Any], rebui
     elif cache.exists():
         if not cache.is_dir():
             raise CacheError(f"{cache} is a file, not a cache folder")
-        if any(p.name != CACHE_JSON + _PART for p in cache.iterdir()):
+        if any(p.name not in (CACHE_JSON + _PART, LOCK) for p in cache.iterdir()):
             raise CacheError(f"{cache} is not empty and holds no preprocessing cache ({CACHE_JSON}); "
                              "choose a new or empty folder")
     _mkdir(cache, cache)

@@ -1,0 +1,104 @@
+"""``concord eval``: the command line of :func:`training.evalrun.run_eval`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from core_model.text.io import InputError
+
+SPLIT_CHOICES = ("train", "validate", "test")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a model on a dataset split: metrics, calibration and a report with plots",
+        description="Fit the operating points on the calibration split, run the evaluation "
+        "suites on the evaluated split, and write the results (JSON), calibration.json, "
+        "report.md, a self-contained report.html and the plots. Progress goes to standard "
+        "error; the headline metrics and the files written to standard output.",
+    )
+    p.add_argument("--model", required=True, help="model directory")
+    p.add_argument("--data", required=True, help="dataset root in MIMIC-CXR-JPG's layout")
+    p.add_argument("--suite", default="all",
+                   help="all (default), or a comma list of: cxr_align, zero_shot, retrieval, "
+                   "ncd, adversarial, pointing, consistency")
+    p.add_argument("-o", "--output", required=True, help="results file to write (JSON)")
+    p.add_argument("--split", default="test", choices=SPLIT_CHOICES,
+                   help="split to evaluate (default test)")
+    p.add_argument("--calibration-split", default="validate", choices=(*SPLIT_CHOICES, "none"),
+                   help="split the operating points are fitted on (default validate); none "
+                   "keeps the model's own calibration.json")
+    p.add_argument("--target-sensitivity", type=float, default=0.8,
+                   help="sensitivity each finding's operating point aims at (default 0.8)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+    p.add_argument("--consistency-studies", type=int, default=80,
+                   help="studies sampled for the consistency suite (default 80)")
+    p.add_argument("--save-calibration", action="store_true",
+                   help="also write the fitted calibration into the model directory")
+    p.add_argument("--report-dir", default=None,
+                   help="folder for calibration.json, the report and the plots "
+                   "(default: the folder of -o)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA if present)")
+    p.set_defaults(func=_cmd_eval)
+
+
+def _progress(event: dict[str, Any]) -> None:
+    kind = event.get("event")
+    if kind == "calibration" and event.get("split"):
+        line = f"calibrated on {event['studies']} {event['split']} studies"
+    elif kind == "studies":
+        line = f"embedded {event['studies']} {event['split']} studies"
+    elif kind == "suite":
+        line = f"{event['suite']} done"
+    else:
+        return
+    print(f"concord eval: {line} ({event['seconds']:.1f} s)", file=sys.stderr)
+
+
+def format_headline(results: dict[str, Any]) -> str:
+    """The headline metrics as a small text table (metric, value, cases)."""
+    from training.evalrun import HEADLINE
+
+    rows = [k for k in HEADLINE if k.split(".")[0] in results["n"]]
+    width = max((len(k) for k in rows), default=6)
+    lines = [f"{'metric':<{width}}  {'value':>6}  {'cases':>6}"]
+    for key in rows:
+        value = results["metrics"].get(key)
+        shown = "n/a" if value is None else f"{value:.3f}"
+        lines.append(f"{key:<{width}}  {shown:>6}  {results['n'][key.split('.')[0]]:>6}")
+    return "\n".join(lines)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from core_model.checkpoint import CheckpointError
+    from training.dataset import DatasetError
+    from training.evalrun import EvalError, run_eval
+
+    output = Path(args.output)
+    report_dir = Path(args.report_dir) if args.report_dir else output.parent
+    if not output.parent.is_dir():
+        raise InputError(f"{output}: the folder {output.parent} does not exist")
+    try:
+        results = run_eval(
+            args.model, args.data, report_dir,
+            suites=args.suite, split=args.split,
+            calibration_split=None if args.calibration_split == "none" else args.calibration_split,
+            target_sensitivity=args.target_sensitivity, seed=args.seed,
+            consistency_studies=args.consistency_studies, save_calibration=args.save_calibration,
+            emit=_progress, device=args.device, results_path=output,
+        )
+    except (EvalError, DatasetError, CheckpointError) as exc:
+        raise InputError(str(exc)) from exc
+    for warning in results["warnings"]:
+        print(f"concord eval: warning: {warning}", file=sys.stderr)
+    print(format_headline(results))
+    print()
+    for path in results["files"].values():
+        print(f"wrote {path}")
+    if results["calibration"]["saved_to_model"]:
+        print(f"calibration saved into {results['model']['dir']}")
+    return 0

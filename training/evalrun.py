@@ -1,0 +1,464 @@
+"""``concord eval``: calibrate on one split, evaluate on another, write results and a report.
+
+Protocol (docs/evaluation.md):
+
+1. **Calibration** on the calibration split (default ``validate``): each
+   study's first frontal image gives raw zero-shot logits; against the study's
+   CheXpert labels ("1" positive, "0" and blank negative, "-1" left out) they
+   fit, per finding, the Platt correction and the operating points for the
+   target sensitivity (:func:`core_model.calibration.fit_calibration`).
+2. The :class:`~core_model.inference.Reader` uses that calibration, so the
+   consistency suite runs at operating points chosen without the test split.
+3. The requested suites of :mod:`training.evaluate` run on the evaluation split.
+4. ``results.json`` (nested results, a flat ``metrics`` dict, metadata and
+   timings), ``calibration.json``, ``report.md``, ``report.html`` and the
+   plots are written together: all of them, or none.
+
+:func:`compare_results` puts two runs side by side and :func:`passes` checks
+a run against minimum values per metric.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from core_model.calibration import fit_calibration
+from core_model.checkpoint import (
+    CALIBRATION_FILE,
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+)
+from core_model.inference import Reader, StudyImage
+from core_model.text.observations import FINDINGS
+from core_model.text.rewrite import get_backend
+from training import evaluate as ev
+from training.dataset import MimicDataset
+
+SUITES = ("cxr_align", "zero_shot", "retrieval", "ncd", "adversarial", "pointing", "consistency")
+#: The metrics of the report's first table, as flat names (suite.key).
+HEADLINE = (
+    "cxr_align.A", "cxr_align.B", "zero_shot.mean_auc", "retrieval.top1", "retrieval.top5",
+    "retrieval.label_f1", "ncd.accuracy", "adversarial.accuracy", "pointing.accuracy",
+    "consistency.precision", "consistency.recall",
+)
+RESULTS_FILE = "results.json"
+RESULTS_FORMAT = "concord-eval"
+RESULTS_FORMAT_VERSION = 1
+
+Emit = Callable[[dict[str, Any]], None]
+
+
+class EvalError(ValueError):
+    """An evaluation that cannot run as asked; the message is one line a user can act on."""
+
+
+# --------------------------------------------------------------------- arguments
+
+
+def parse_suites(suites: str | Iterable[str]) -> tuple[str, ...]:
+    """Suite names (a comma list or a sequence; ``all`` for every one) in the canonical order."""
+    names = suites.split(",") if isinstance(suites, str) else list(suites)
+    names = [n.strip() for n in names if n.strip()]
+    if not names:
+        raise EvalError(f"no suite named; choose all or from: {', '.join(SUITES)}")
+    unknown = [n for n in names if n != "all" and n not in SUITES]
+    if unknown:
+        raise EvalError(f"unknown suite {', '.join(map(repr, unknown))}; "
+                        f"choose all or from: {', '.join(SUITES)}")
+    return SUITES if "all" in names else tuple(s for s in SUITES if s in names)
+
+
+def _check_folder(folder: Path) -> None:
+    """Prove a file can be written in ``folder`` (or where it would be created) before long work."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise EvalError(f"cannot write to {folder}: {existing} is not a folder")
+    try:
+        probe = existing / f".concord-eval-probe-{uuid.uuid4().hex[:8]}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise EvalError(f"cannot write to {folder}: {exc.strerror or exc}") from exc
+
+
+# --------------------------------------------------------------------- calibration
+
+
+def calibration_data(reader: Reader, data_root: str | os.PathLike[str], split: str
+                     ) -> tuple[dict[str, list[float]], dict[str, list[int]], int]:
+    """Per finding, raw logits and 0/1 labels of the split's studies (first frontal image each).
+
+    "1" is positive, "0" and blank negative; "-1" (uncertain) leaves that study out for
+    that finding.  Also returns the number of studies.
+    """
+    logits: dict[str, list[float]] = {f: [] for f in FINDINGS}
+    labels: dict[str, list[int]] = {f: [] for f in FINDINGS}
+    seen: set[int] = set()
+    for sample in MimicDataset(data_root, split=split):
+        if sample.study_id in seen:
+            continue
+        seen.add(sample.study_id)
+        enc = reader.embed_study([StudyImage(sample.load_image(), sample.view)],
+                                 key=f"calibrate:{sample.dicom_id}")
+        raw = reader.raw_logits(enc)
+        for f in FINDINGS:
+            value = sample.labels.get(f, "")
+            if value == "-1":
+                continue
+            logits[f].append(raw[f])
+            labels[f].append(int(value == "1"))
+    return logits, labels, len(seen)
+
+
+def save_model_calibration(model_dir: str | os.PathLike[str], calibration: dict[str, Any],
+                           *, provenance: Mapping[str, Any] | None = None) -> str:
+    """Replace the calibration of a model directory; returns its (unchanged) ``model_version``.
+
+    The checkpoint is rewritten by :func:`~core_model.checkpoint.save_checkpoint` into a
+    sibling folder (with any other files of the directory, such as a trainer's resume
+    state), loaded back as a check, and swapped in by renames: the directory is at every
+    moment either the old checkpoint or the new one.  ``provenance`` is recorded in
+    config.json under ``extra.calibration``.
+    """
+    target = Path(model_dir)
+    ckpt = load_checkpoint(target)
+    manifest = ckpt.manifest
+    extra = dict(manifest.get("extra") or {})
+    if provenance:
+        extra["calibration"] = dict(provenance)
+    tag = uuid.uuid4().hex[:8]
+    staging = target.parent / f".{target.name}.calibrate-{tag}"
+    old = target.parent / f".{target.name}.old-{tag}"
+    try:
+        save_checkpoint(ckpt.model, ckpt.tokenizer, staging, variant=ckpt.variant,
+                        calibration=calibration, metrics=ckpt.metrics,
+                        data_description=str(manifest.get("data") or ""), extra=extra)
+        written = {p.name for p in staging.iterdir()}
+        for entry in target.iterdir():
+            if entry.name in written:
+                continue
+            if entry.is_dir():
+                shutil.copytree(entry, staging / entry.name)
+            else:
+                shutil.copy2(entry, staging / entry.name)
+        if load_checkpoint(staging).version != ckpt.version:
+            raise CheckpointError(f"{target}: the rewritten checkpoint does not match the original")
+        os.replace(target, old)
+        try:
+            os.replace(staging, target)
+        except BaseException:
+            os.replace(old, target)  # put the original back
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:
+        raise CheckpointError(f"could not write the calibration into {target}: "
+                              f"{exc.strerror or exc} (the model is unchanged)") from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return ckpt.version
+
+
+# --------------------------------------------------------------------- the run
+
+
+def run_eval(
+    model_dir: str | os.PathLike[str],
+    data_root: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    suites: str | Iterable[str] = ("all",),
+    split: str = "test",
+    calibration_split: str | None = "validate",
+    target_sensitivity: float = 0.8,
+    seed: int = 0,
+    consistency_studies: int | None = 80,
+    save_calibration: bool = False,
+    emit: Emit | None = None,
+    device: str | None = None,
+    results_path: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Calibrate on ``calibration_split``, run ``suites`` on ``split``, write results and report.
+
+    ``out_dir`` receives calibration.json, report.md, report.html and the plots;
+    the results go to ``results_path`` (default ``out_dir/results.json``).
+    ``calibration_split=None`` keeps the model's own calibration.json instead of
+    fitting one.  ``emit`` receives progress events (``start``, ``calibration``,
+    ``studies``, ``suite``, ``done``).  Raises :class:`EvalError` (bad request,
+    empty split, unwritable output), :class:`~training.dataset.DatasetError` and
+    :class:`~core_model.checkpoint.CheckpointError`; on any failure nothing is
+    written.  Returns the content of results.json.
+    """
+    emit = emit or (lambda _event: None)
+    chosen = parse_suites(suites)
+    if not 0.0 < target_sensitivity <= 1.0:
+        raise EvalError(f"target sensitivity must be in (0, 1], not {target_sensitivity}")
+    if consistency_studies is not None and consistency_studies < 1:
+        raise EvalError("consistency studies must be at least 1")
+    out = Path(out_dir)
+    results_file = Path(results_path) if results_path is not None else out / RESULTS_FILE
+    if results_file.is_dir():
+        raise EvalError(f"{results_file} is a folder; name a results file such as results.json")
+    _check_folder(out)
+    _check_folder(results_file.parent)
+    warnings: list[str] = []
+    if calibration_split is not None and calibration_split == split:
+        warnings.append(f"operating points were fitted on the evaluated split ({split}); "
+                        "consistency figures are optimistic")
+    started = time.perf_counter()
+    emit({"event": "start", "suites": list(chosen), "split": split})
+
+    try:
+        reader = Reader(model_dir, device=device)
+    except CheckpointError as exc:
+        raise CheckpointError(f"cannot load the model: {exc}") from exc
+    timings: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    if calibration_split is None:
+        calibration = dict(reader.calibration)
+        calibration_n = None
+        if not calibration:
+            warnings.append("the model has no calibration; operating points are 0.5")
+    else:
+        logits, labels, calibration_n = calibration_data(reader, data_root, calibration_split)
+        if calibration_n == 0:
+            raise EvalError(f"the {calibration_split} split of {data_root} has no studies to "
+                            "calibrate on (choose another --calibration-split, or none)")
+        calibration = fit_calibration(logits, labels, target_sensitivity=target_sensitivity)
+        reader.calibration = calibration
+    timings["calibration"] = time.perf_counter() - t0
+    emit({"event": "calibration", "split": calibration_split, "studies": calibration_n,
+          "seconds": timings["calibration"]})
+
+    t0 = time.perf_counter()
+    backend = get_backend("rules")
+    studies = ev.load_studies(reader, data_root, split, backend=backend,
+                              keep_pixels="consistency" in chosen)
+    if not studies:
+        raise EvalError(f"the {split} split of {data_root} has no studies with a usable report")
+    timings["load_studies"] = time.perf_counter() - t0
+    emit({"event": "studies", "split": split, "studies": len(studies),
+          "seconds": timings["load_studies"]})
+
+    runners: dict[str, Callable[[], dict[str, Any]]] = {
+        "cxr_align": lambda: ev.cxr_align(reader, studies, seed=seed, backend=backend),
+        "zero_shot": lambda: ev.zero_shot(studies, curves=True),
+        "retrieval": lambda: ev.retrieval(reader, studies),
+        "ncd": lambda: ev.ncd(reader, studies, seed=seed),
+        "adversarial": lambda: ev.adversarial(studies, seed=seed),
+        "pointing": lambda: ev.pointing(reader, studies, ev.read_truth(data_root)),
+        "consistency": lambda: ev.consistency(reader, studies, seed=seed, backend=backend,
+                                              max_studies=consistency_studies),
+    }
+    nested: dict[str, dict[str, Any]] = {}
+    curves: dict[str, Any] = {}
+    for name in chosen:
+        t0 = time.perf_counter()
+        result = runners[name]()
+        timings[name] = time.perf_counter() - t0
+        if name == "zero_shot":
+            curves["zero_shot"] = {
+                f: {**c, "fpr": _rounded(c["fpr"]), "tpr": _rounded(c["tpr"])}
+                for f, c in result.pop("curves").items()
+            }
+        nested[name] = result
+        emit({"event": "suite", "suite": name, "seconds": timings[name],
+              "metrics": {k: v for k, v in ev.flat({name: result}).items() if k in HEADLINE}})
+    timings["total"] = time.perf_counter() - started
+
+    results = _assemble(reader, model_dir, data_root, split, calibration_split, calibration_n,
+                        target_sensitivity, seed, consistency_studies, chosen, len(studies),
+                        nested, curves, timings, warnings)
+    results["calibration"]["saved_to_model"] = save_calibration
+    tag = uuid.uuid4().hex[:8]
+    staging = out / f".concord-eval-{tag}"
+    # Beside its target, so the final rename never crosses file systems.
+    pending = results_file.parent / f".{results_file.name}.{tag}.part"
+    try:
+        names = _stage_outputs(results, calibration, staging, out, results_file, pending)
+        if save_calibration:
+            save_model_calibration(model_dir, calibration, provenance={
+                "split": calibration_split, "dataset": str(Path(data_root).resolve()),
+                "target_sensitivity": target_sensitivity, "date": results["date"],
+            })
+        try:
+            for name in names:
+                os.replace(staging / name, out / name)
+            os.replace(pending, results_file)  # last: its presence means complete
+        except OSError as exc:
+            raise EvalError(f"cannot write the results to {out}: {exc.strerror or exc}") from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        pending.unlink(missing_ok=True)
+    emit({"event": "done", "results": str(results_file), "seconds": time.perf_counter() - started})
+    return results
+
+
+def suite_cases(name: str, result: Mapping[str, Any], studies_n: int) -> int:
+    """How many cases a suite's metric rests on (0 when its metric is null).
+
+    Studies for zero-shot and retrieval, studies with a verified edit for CXR-Align,
+    normal images for NCD, question pairs for adversarial, drawn findings for
+    pointing, injected errors for consistency.
+    """
+    count = {
+        "cxr_align": result.get("n"),
+        "zero_shot": studies_n,
+        "retrieval": result.get("n"),
+        "ncd": result.get("images_n"),
+        "adversarial": result.get("n"),
+        "pointing": result.get("n"),
+        "consistency": result.get("injected_n"),
+    }[name]
+    metric = next(result.get(k.split(".", 1)[1]) for k in HEADLINE if k.startswith(name + "."))
+    return int(count or 0) if metric is not None else 0
+
+
+def _assemble(reader: Reader, model_dir: Any, data_root: Any, split: str,
+              calibration_split: str | None, calibration_n: int | None, target_sensitivity: float,
+              seed: int, consistency_studies: int | None, chosen: Sequence[str], studies_n: int,
+              nested: dict[str, dict[str, Any]], curves: dict[str, Any],
+              timings: dict[str, float], warnings: list[str]) -> dict[str, Any]:
+    manifest = reader.checkpoint.manifest
+    arch = manifest.get("architecture") or {}
+    return {
+        "format": RESULTS_FORMAT,
+        "format_version": RESULTS_FORMAT_VERSION,
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "model": {
+            "dir": str(Path(model_dir).resolve()),
+            "variant": reader.variant,
+            "model_version": reader.model_version,
+            "created": manifest.get("created"),
+            "architecture": arch.get("name"),
+            "image_size": manifest.get("image_size"),
+            "checkpoint_format_version": manifest.get("format_version"),
+            "data": manifest.get("data"),
+            "device": str(reader.device),
+        },
+        "dataset": {"root": str(Path(data_root).resolve()), "split": split,
+                    "studies_n": studies_n},
+        "split": split,
+        "seed": seed,
+        "suites": list(chosen),
+        "consistency_studies": consistency_studies,
+        "calibration": {"split": calibration_split, "studies_n": calibration_n,
+                        "target_sensitivity": target_sensitivity,
+                        "source": "model" if calibration_split is None else "fitted",
+                        "saved_to_model": False},
+        "n": {name: suite_cases(name, result, studies_n) for name, result in nested.items()},
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "warnings": warnings,
+        **nested,
+        "metrics": ev.flat(nested),
+        "curves": curves,
+    }
+
+
+def _stage_outputs(results: dict[str, Any], calibration: dict[str, Any], staging: Path,
+                   out: Path, results_file: Path, pending: Path) -> list[str]:
+    """Write the files into ``staging`` and the results to ``pending``; returns the names in
+    ``staging``, which go to ``out``."""
+    from training.evalreport import write_report
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()
+        (staging / CALIBRATION_FILE).write_text(_dumps(calibration), encoding="utf-8")
+        names = [CALIBRATION_FILE, *write_report(results, calibration, staging)]
+        results["files"] = {name: str((out / name).resolve()) for name in names}
+        results["files"][RESULTS_FILE] = str(results_file.resolve())
+        pending.write_text(_dumps(results), encoding="utf-8")
+        for path in [*staging.iterdir(), pending]:
+            with open(path, "rb") as fh:
+                os.fsync(fh.fileno())
+    except OSError as exc:
+        raise EvalError(f"cannot write the results to {out}: {exc.strerror or exc}") from exc
+    return names
+
+
+def _rounded(values: Sequence[float]) -> list[float]:
+    return [round(float(v), 4) for v in values]
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, indent=2, allow_nan=False) + "\n"
+
+
+# --------------------------------------------------------------------- comparing runs
+
+
+class MetricRow(NamedTuple):
+    """One metric of two runs; ``difference`` is b - a (None when either is missing)."""
+
+    metric: str
+    a: float | None
+    b: float | None
+    difference: float | None
+
+
+def metrics_of(results: Mapping[str, Any]) -> dict[str, Any]:
+    """The flat metrics of a results dict (results.json, or nested suite results)."""
+    if isinstance(results.get("metrics"), Mapping):
+        return dict(results["metrics"])
+    return ev.flat({k: v for k, v in results.items() if k in SUITES})
+
+
+def _is_metric(name: str) -> bool:
+    return (name in HEADLINE or name.startswith("zero_shot.auc.")
+            or name == "consistency.recall_lenient")
+
+
+def compare_results(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[MetricRow]:
+    """The metrics of two runs side by side (e.g. the active model as ``a``, a new one as ``b``).
+
+    Headline metrics first in their usual order, then per-finding AUCs and the
+    other rates; a metric either run has appears, with None where the other lacks it.
+    """
+    ma, mb = metrics_of(a), metrics_of(b)
+    names = [n for n in dict.fromkeys([*HEADLINE, *sorted(ma), *sorted(mb)])
+             if _is_metric(n) and (n in ma or n in mb)]
+    rows = []
+    for name in names:
+        va, vb = _number(ma.get(name)), _number(mb.get(name))
+        diff = None if va is None or vb is None else vb - va
+        rows.append(MetricRow(name, va, vb, diff))
+    return rows
+
+
+def passes(results: Mapping[str, Any], thresholds: Mapping[str, float]) -> tuple[bool, list[str]]:
+    """Whether every metric named in ``thresholds`` reaches its minimum, and the failures.
+
+    A metric the run lacks or could not measure (null) fails.
+    """
+    metrics = metrics_of(results)
+    failures = []
+    for name, minimum in thresholds.items():
+        value = _number(metrics.get(name))
+        if value is None:
+            failures.append(f"{name}: not measured (minimum {minimum:g})")
+        elif value < minimum:
+            failures.append(f"{name}: {value:.3f} is below the minimum {minimum:g}")
+    return not failures, failures
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+__all__ = [
+    "HEADLINE", "RESULTS_FILE", "SUITES", "EvalError", "MetricRow", "calibration_data",
+    "compare_results", "metrics_of", "parse_suites", "passes", "run_eval",
+    "save_model_calibration", "suite_cases",
+]
