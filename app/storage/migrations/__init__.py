@@ -1,0 +1,1 @@
+"""Alembic migration scripts of Concord's database (configured in app/storage/engine.py)."""

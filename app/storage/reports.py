@@ -1,0 +1,384 @@
+"""Reports, their versions, flags and sign-off.
+
+Optimistic locking: every report row carries ``version_id`` and every UPDATE
+is conditional on the version that was read, so a save based on a stale
+version never overwrites another writer (:class:`ConcurrentEditError`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
+
+from app.storage import models as m
+from app.storage.core import StorageCore, report_row, study_row
+from app.storage.errors import (
+    ConcurrentEditError,
+    FlagSuperseded,
+    InvalidInput,
+    NotFound,
+    ReportSigned,
+    SignOffBlocked,
+    StorageError,
+)
+from app.storage.inputs import enum_value, flag_columns
+from app.storage.records import FlagRecord, ReportState, ReportVersionRecord
+
+_MAX_LISTED_FLAGS = 5
+
+
+class Reports(StorageCore):
+    """Report text, history, flags and sign-off (part of :class:`Storage`)."""
+
+    def report(self, study_id: int) -> ReportState:
+        """The study's current report; version 0 and empty text when none was saved."""
+        with self._transaction() as s:
+            study_row(s, study_id)
+            row = report_row(s, study_id)
+            return ReportState.of(row) if row is not None else ReportState.empty(study_id)
+
+    def save_report(
+        self,
+        study_id: int,
+        text: str,
+        *,
+        kind: str | m.VersionKind = m.VersionKind.SAVE,
+        expected_version: int | None,
+    ) -> ReportState:
+        """Store ``text`` as the new current report and append it to the history.
+
+        ``expected_version`` is the version the caller's text is based on (0 or
+        None: no report yet). If the stored report has moved on, nothing is
+        written and :class:`ConcurrentEditError` carries both texts.
+        """
+        kind = enum_value(m.VersionKind, kind, "kind")
+        if kind == m.VersionKind.SIGN:
+            raise InvalidInput("use sign() to sign a report")
+        return self._save(study_id, text, kind, expected_version, skip_unchanged=False)
+
+    def autosave(self, study_id: int, text: str, *, expected_version: int | None) -> ReportState:
+        """Like :meth:`save_report` with kind ``autosave``; a no-op when the text is unchanged."""
+        return self._save(
+            study_id, text, m.VersionKind.AUTOSAVE, expected_version, skip_unchanged=True
+        )
+
+    def _save(
+        self,
+        study_id: int,
+        text: str,
+        kind: m.VersionKind,
+        expected_version: int | None,
+        *,
+        skip_unchanged: bool,
+    ) -> ReportState:
+        if not isinstance(text, str):
+            raise InvalidInput("report text must be a string")
+        expected = expected_version or 0
+        try:
+            with self._transaction(write=True, unsaved_text=text) as s:
+                actor = self._actor(s, "saving a report")
+                study_row(s, study_id)
+                row = report_row(s, study_id, for_update=True)
+                current = row.version_id if row is not None else 0
+                if row is not None and row.status == m.ReportStatus.SIGNED:
+                    raise ReportSigned(
+                        f"the report of study {study_id} was signed by {row.signed_by}; "
+                        "it can no longer be edited"
+                    )
+                if current != expected:
+                    raise self._conflict(s, study_id, text, expected)
+                if row is None:
+                    row = m.Report(study_id=study_id, text=text, status=m.ReportStatus.DRAFT.value)
+                    s.add(row)
+                elif skip_unchanged and row.text == text:
+                    return ReportState.of(row)
+                else:
+                    row.text = text
+                    row.updated_at = m.utcnow()  # a save of unchanged text is a version too
+                s.flush()  # assigns the new version_id, or raises StaleDataError
+                s.add(
+                    m.ReportVersion(
+                        report_id=row.id,
+                        version=row.version_id,
+                        text=text,
+                        author=actor.username,
+                        kind=kind.value,
+                    )
+                )
+                self._audit(
+                    s,
+                    f"report.{kind.value}",
+                    "study",
+                    study_id,
+                    {"version": row.version_id, "chars": len(text)},
+                )
+                return ReportState.of(row)
+        except (StaleDataError, sa.exc.IntegrityError) as exc:
+            # Another writer got in between our read and our write: a newer
+            # version_id, or the study's first report inserted at the same time.
+            with self._transaction() as s:
+                conflict = self._conflict(s, study_id, text, expected)
+            if isinstance(exc, sa.exc.IntegrityError) and conflict.their_version == expected:
+                raise  # not a concurrent edit
+            raise conflict from None
+
+    def _conflict(
+        self, s: Session, study_id: int, text: str | None, expected: int
+    ) -> ConcurrentEditError:
+        row = report_row(s, study_id)
+        their_version = row.version_id if row is not None else 0
+        their_author = None
+        if row is not None:
+            their_author = s.scalar(
+                sa.select(m.ReportVersion.author)
+                .where(m.ReportVersion.report_id == row.id)
+                .order_by(m.ReportVersion.version.desc())
+                .limit(1)
+            )
+        by = f" by {their_author}" if their_author else ""
+        outcome = "your text was not saved and is kept" if text is not None else "not signed"
+        return ConcurrentEditError(
+            f"the report of study {study_id} was changed{by} (now version {their_version}, "
+            f"yours was based on {expected}); {outcome}",
+            unsaved_text=text,
+            their_text=row.text if row is not None else "",
+            their_version=their_version,
+            their_author=their_author,
+        )
+
+    def report_history(self, study_id: int) -> list[ReportVersionRecord]:
+        """Every saved version of the study's report, oldest first."""
+        with self._transaction() as s:
+            study_row(s, study_id)
+            rows = s.scalars(
+                sa.select(m.ReportVersion)
+                .join(m.Report, m.Report.id == m.ReportVersion.report_id)
+                .where(m.Report.study_id == study_id)
+                .order_by(m.ReportVersion.version)
+            )
+            return [ReportVersionRecord.of(r) for r in rows]
+
+    # -- flags and sign-off ------------------------------------------------------------
+
+    def record_flags(
+        self,
+        study_id: int,
+        flags: Iterable[Mapping[str, Any] | Any],
+        model_version: str,
+        *,
+        report_version: int | None = None,
+    ) -> list[FlagRecord]:
+        """Store the flags of a new check of the study; they replace the previous check's.
+
+        ``flags`` are ``core_model`` ``Flag`` objects or their ``to_json()``
+        dictionaries. Older flags are kept, marked superseded. A new flag that
+        repeats an older one exactly (same sentence, finding, kind, assertion
+        and model version) keeps the decision already taken on it.
+        """
+        if not model_version:
+            raise InvalidInput("record_flags needs the model_version that produced the flags")
+        parsed = [flag_columns(f) for f in flags]
+        with self._transaction(write=True) as s:
+            self._actor(s, "recording flags")
+            study_row(s, study_id)
+            report = report_row(s, study_id, for_update=True)
+            if report is not None and report.status == m.ReportStatus.SIGNED:
+                raise ReportSigned(f"the report of study {study_id} is signed; flags are final")
+            now = m.utcnow()
+            previous = list(
+                s.scalars(
+                    sa.select(m.Flag)
+                    .where(m.Flag.study_id == study_id, m.Flag.superseded_at.is_(None))
+                    .order_by(m.Flag.id)
+                )
+            )
+            decided = {
+                _flag_key(f.sentence, f.entity, f.kind, f.report_says, f.model_version): f
+                for f in previous
+                if f.decision != m.Decision.NONE
+            }
+            for f in previous:
+                f.superseded_at = now
+            if report_version is None and report is not None:
+                report_version = report.version_id
+            rows = []
+            carried = 0
+            for fields in parsed:
+                row = m.Flag(
+                    study_id=study_id,
+                    report_id=report.id if report is not None else None,
+                    report_version=report_version,
+                    model_version=model_version,
+                    **fields,
+                )
+                old = decided.get(
+                    _flag_key(row.sentence, row.entity, row.kind, row.report_says, model_version)
+                )
+                if old is not None:
+                    carried += 1
+                    row.decision = old.decision
+                    row.dismiss_reason = old.dismiss_reason
+                    row.decided_by = old.decided_by
+                    row.decided_at = old.decided_at
+                rows.append(row)
+            s.add_all(rows)
+            s.flush()
+            self._audit(
+                s,
+                "flags.record",
+                "study",
+                study_id,
+                {
+                    "model_version": model_version,
+                    "flags": len(rows),
+                    "superseded": len(previous),
+                    "decisions_kept": carried,
+                },
+            )
+            return [FlagRecord.of(r) for r in rows]
+
+    def flags(self, study_id: int, *, include_superseded: bool = False) -> list[FlagRecord]:
+        """The flags of the study's latest check (and older ones on request), by id."""
+        with self._transaction() as s:
+            query = sa.select(m.Flag).where(m.Flag.study_id == study_id).order_by(m.Flag.id)
+            if not include_superseded:
+                query = query.where(m.Flag.superseded_at.is_(None))
+            return [FlagRecord.of(r) for r in s.scalars(query)]
+
+    def unreviewed_flags(self, study_id: int) -> list[FlagRecord]:
+        return [f for f in self.flags(study_id) if not f.reviewed]
+
+    def decide_flag(
+        self, flag_id: int, decision: str | m.Decision, reason: str | None = None
+    ) -> FlagRecord:
+        """Record the reviewer's decision on a flag (``none`` takes a decision back)."""
+        decision = enum_value(m.Decision, decision, "decision")
+        if reason is not None:
+            reason = reason.strip() or None
+        with self._transaction(write=True) as s:
+            actor = self._actor(s, "reviewing a flag")
+            study_id = s.scalar(sa.select(m.Flag.study_id).where(m.Flag.id == flag_id))
+            if study_id is None:
+                raise NotFound(f"no flag {flag_id}")
+            report = report_row(s, study_id, for_update=True)
+            row = s.get_one(m.Flag, flag_id)  # read after the lock: a re-check may just have run
+            if row.superseded_at is not None:
+                raise FlagSuperseded(
+                    f"flag {flag_id} belongs to an older check of study {row.study_id}"
+                )
+            if report is not None and report.status == m.ReportStatus.SIGNED:
+                raise ReportSigned(f"the report of study {row.study_id} is signed; flags are final")
+            before = row.decision
+            row.decision = decision.value
+            if decision == m.Decision.NONE:
+                row.dismiss_reason = row.decided_by = row.decided_at = None
+            else:
+                row.dismiss_reason = reason if decision == m.Decision.DISMISSED else None
+                row.decided_by = actor.username
+                row.decided_at = m.utcnow()
+            s.flush()
+            self._audit(
+                s,
+                "flag.decide",
+                "flag",
+                flag_id,
+                {
+                    "study_id": row.study_id,
+                    "entity": row.entity,
+                    "kind": row.kind,
+                    "from": before,
+                    "to": decision.value,
+                    "reason": row.dismiss_reason,
+                },
+            )
+            return FlagRecord.of(row)
+
+    def can_sign(self, study_id: int) -> bool:
+        """True when the report exists, is a non-empty draft and every current flag is decided."""
+        with self._transaction() as s:
+            return self._sign_obstacle(s, study_id) is None
+
+    def _sign_obstacle(self, s: Session, study_id: int) -> StorageError | None:
+        study_row(s, study_id)
+        report = report_row(s, study_id)
+        if report is None or not report.text.strip():
+            return SignOffBlocked(f"the report of study {study_id} is empty; nothing to sign")
+        if report.status == m.ReportStatus.SIGNED:
+            return ReportSigned(
+                f"the report of study {study_id} is already signed by {report.signed_by}"
+            )
+        unreviewed = [
+            FlagRecord.of(f)
+            for f in s.scalars(
+                sa.select(m.Flag)
+                .where(
+                    m.Flag.study_id == study_id,
+                    m.Flag.superseded_at.is_(None),
+                    m.Flag.decision == m.Decision.NONE.value,
+                )
+                .order_by(m.Flag.id)
+            )
+        ]
+        if unreviewed:
+            listed = "; ".join(f.describe() for f in unreviewed[:_MAX_LISTED_FLAGS])
+            more = len(unreviewed) - _MAX_LISTED_FLAGS
+            tail = f"; and {more} more" if more > 0 else ""
+            return SignOffBlocked(
+                f"cannot sign study {study_id}: {len(unreviewed)} flag(s) not reviewed: "
+                f"{listed}{tail}",
+                unreviewed=unreviewed,
+            )
+        return None
+
+    def sign(
+        self,
+        study_id: int,
+        model_version: str | None,
+        *,
+        expected_version: int | None = None,
+    ) -> ReportState:
+        """Sign the report: refused while any current flag has no decision.
+
+        ``model_version`` is the model whose flags were reviewed (recorded with
+        the signature). With ``expected_version``, signing is also refused if
+        the report changed since the caller last read it.
+        """
+        with self._transaction(write=True) as s:
+            actor = self._actor(s, "signing a report")
+            row = report_row(s, study_id, for_update=True)  # before the checks: see report_row
+            obstacle = self._sign_obstacle(s, study_id)
+            if obstacle is not None:
+                raise obstacle
+            assert row is not None
+            if expected_version is not None and row.version_id != expected_version:
+                raise self._conflict(s, study_id, None, expected_version)
+            row.status = m.ReportStatus.SIGNED.value
+            row.signed_by = actor.username
+            row.signed_at = m.utcnow()
+            row.model_version = model_version
+            s.flush()
+            s.add(
+                m.ReportVersion(
+                    report_id=row.id,
+                    version=row.version_id,
+                    text=row.text,
+                    author=actor.username,
+                    kind=m.VersionKind.SIGN.value,
+                )
+            )
+            self._audit(
+                s,
+                "report.sign",
+                "study",
+                study_id,
+                {"version": row.version_id, "model_version": model_version},
+            )
+            return ReportState.of(row)
+
+
+def _flag_key(*parts: Any) -> tuple[Any, ...]:
+    return tuple(parts)
