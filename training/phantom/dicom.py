@@ -130,7 +130,7 @@ def write_dicom(
     ds.BurnedInAnnotation = "NO"
     ds.PixelData = values.tobytes()
     if syntax != ExplicitVRLittleEndian:
-        ds.compress(syntax, values)
+        ds.compress(syntax, values, generate_instance_uid=False)  # UIDs stay deterministic
     tmp = path.with_name(f".{path.name}.part")
     ds.save_as(tmp, enforce_file_format=True)
     tmp.replace(path)
