@@ -18,24 +18,52 @@ import numpy as np
 MIN_PER_CLASS = 5
 
 
-def fit_platt(logits: np.ndarray, labels: np.ndarray, iterations: int = 50, l2: float = 1e-3) -> tuple[float, float]:
-    """Logistic regression of ``labels`` on one feature; returns (a, b)."""
+def fit_platt(logits: np.ndarray, labels: np.ndarray, iterations: int = 100, l2: float = 1e-2
+              ) -> tuple[float, float]:
+    """Platt's logistic correction of one score; returns (a, b) for ``sigmoid(a * logit + b)``.
+
+    As Platt (1999) prescribes, the 0/1 labels are replaced by the smoothed
+    targets ``(N+ + 1) / (N+ + 2)`` and ``1 / (N- + 2)``, so even perfectly
+    separated scores have a finite optimum; the score is standardised first
+    (raw zero-shot logits reach tens), and each Newton step is halved until
+    the regularised log-loss decreases (a plain Newton step can overshoot and
+    diverge to a step function).  The fit is convex, so this converges.
+    """
     x = np.asarray(logits, dtype=np.float64)
     y = np.asarray(labels, dtype=np.float64)
+    n_pos, n_neg = float(y.sum()), float(y.size - y.sum())
+    t = np.where(y == 1, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+    mu = float(x.mean()) if x.size else 0.0
+    sd = float(x.std()) if x.size and x.std() > 1e-12 else 1.0
+    z = (x - mu) / sd
+
+    def loss(a: float, b: float) -> float:
+        s = a * z + b
+        return float(np.sum(np.logaddexp(0.0, s) - t * s) + 0.5 * l2 * a * a)
+
     a, b = 1.0, 0.0
+    current = loss(a, b)
     for _ in range(iterations):
-        p = 1.0 / (1.0 + np.exp(-np.clip(a * x + b, -60, 60)))
+        p = 1.0 / (1.0 + np.exp(-np.clip(a * z + b, -60, 60)))
         w = p * (1 - p)
-        grad = np.array([np.sum((p - y) * x) + l2 * a, np.sum(p - y)])
-        hess = np.array([[np.sum(w * x * x) + l2, np.sum(w * x)], [np.sum(w * x), np.sum(w) + 1e-9]])
+        grad = np.array([np.sum((p - t) * z) + l2 * a, np.sum(p - t)])
+        hess = np.array([[np.sum(w * z * z) + l2, np.sum(w * z)], [np.sum(w * z), np.sum(w) + 1e-9]])
         try:
             step = np.linalg.solve(hess, grad)
         except np.linalg.LinAlgError:
             break
-        a, b = a - step[0], b - step[1]
-        if np.abs(step).max() < 1e-8:
+        scale = 1.0
+        while scale > 1e-8:
+            new = loss(a - scale * step[0], b - scale * step[1])
+            if new <= current:
+                break
+            scale /= 2
+        else:
             break
-    return float(a), float(b)
+        a, b, current = a - scale * step[0], b - scale * step[1], new
+        if scale * np.abs(step).max() < 1e-10:
+            break
+    return float(a / sd), float(b - a * mu / sd)
 
 
 def threshold_for_sensitivity(probs: np.ndarray, labels: np.ndarray, sensitivity: float) -> float:
