@@ -6,7 +6,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from fake_gemini import FakeGemini
+
+from core_model.calibration import fit_calibration
+from core_model.checkpoint import save_checkpoint
+from core_model.inference import Reader, StudyImage
+from core_model.losses import ConcordLoss, LossConfig
+from core_model.model.clip import create_model
+from core_model.model.tokenizer import train_wordpiece
+from core_model.text.labeler import label_report
+from core_model.text.observations import FINDINGS, Assertion
+from training.dataset import MimicDataset
+from training.loop import fit
+from training.pairs import build_pairs
+from training.phantom.world import WorldConfig
+from training.phantom.writer import build_world
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -27,3 +42,69 @@ def fake_gemini(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGemini]:
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
     with FakeGemini() as server:
         yield server
+
+
+# --------------------------------------------------------------------------
+# One tiny model trained on a focused phantom world, shared by every test
+# module that needs a real trained model (check, evaluation, end to end).
+# It lives here so the session builds it once.
+
+STEPS = 200
+
+
+def heldout(model, pairs):
+    """(report-vs-hard-negative loss, CXR-Align A accuracy, n) on held-out studies with an edit.
+
+    The loss is the two-way cross-entropy of each image between its report r and
+    its hard negative r^n: a fixed objective (InfoNCE over other studies is not,
+    in a world where many normal reports are word-for-word identical).
+    """
+    model.eval()
+    edited = [p for p in pairs if p.entity is not None]
+    with torch.no_grad():
+        img = model.encode_image(torch.stack([model.preprocess(p.pixels) for p in edited]))
+        t1 = model.encode_texts([p.text for p in edited])
+        t2 = model.encode_texts([p.text_neg for p in edited])
+        logits = model.logit_scale_exp() * torch.stack([(img * t1).sum(1), (img * t2).sum(1)], 1)
+        loss = float(torch.nn.functional.cross_entropy(logits, torch.zeros(len(edited), dtype=torch.long)))
+        wins = (logits[:, 0] > logits[:, 1]).float().mean().item()
+    return loss, wins, len(edited)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    torch.set_num_threads(2)
+    root = tmp_path_factory.mktemp("focused-world")
+    build_world(
+        WorldConfig(studies=260, seed=21, size=128, normal_fraction=0.4,
+                    pathologies=("Pleural Effusion", "Pneumothorax")),
+        root, workers=2,
+    )
+    train_pairs, _ = build_pairs(list(MimicDataset(root, split="train")), seed=0)
+    held_pairs, _ = build_pairs(list(MimicDataset(root, split=("validate", "test"))), seed=0)
+    tokenizer = train_wordpiece([p.text for p in train_pairs] + [p.text_neg for p in train_pairs], vocab_size=1500)
+    torch.manual_seed(0)
+    model = create_model("tiny", tokenizer=tokenizer)
+    before = heldout(model, held_pairs)
+    history = fit(model, ConcordLoss(LossConfig(variant="clip-ng-dtcg")), train_pairs,
+                  steps=STEPS, batch_size=24, lr=5e-4, warmup=10, seed=0)
+    after = heldout(model, held_pairs)
+    directory = tmp_path_factory.mktemp("model") / "tiny"
+    save_checkpoint(model, tokenizer, directory, variant="clip-ng-dtcg")
+    # Operating points from the training images (the held-out split is small).
+    reader = Reader(directory)
+    logits = {f: [] for f in FINDINGS}
+    labels = {f: [] for f in FINDINGS}
+    for p in train_pairs:
+        raw = reader.raw_logits(reader.embed_study([StudyImage(p.pixels)], key=p.key))
+        said = label_report(p.text, sections=False).labels
+        for f in FINDINGS:
+            if said[f] is Assertion.UNCERTAIN:
+                continue  # a hedge is not evidence either way
+            logits[f].append(raw[f])
+            labels[f].append(int(said[f] is Assertion.PRESENT))
+    calibration = fit_calibration(logits, labels, target_sensitivity=0.8)
+    save_checkpoint(model, tokenizer, directory, variant="clip-ng-dtcg", calibration=calibration)
+    return {"root": root, "dir": directory, "before": before, "after": after, "history": history}
+
+

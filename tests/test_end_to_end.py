@@ -13,8 +13,6 @@ import io
 import json
 import math
 
-from test_check import trained  # noqa: F401  (the session fixture: its focused phantom world)
-
 from app.cli import main
 from training.evalrun import HEADLINE
 

@@ -11,7 +11,6 @@ import shutil
 
 import pytest
 from PIL import Image
-from test_check import trained  # noqa: F401  (the session fixture: a tiny model on a focused world)
 
 from app.cli import main
 from core_model.checkpoint import load_checkpoint

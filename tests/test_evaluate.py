@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-from test_check import trained  # noqa: F401  (the session fixture: a tiny model on a focused world)
 
 from core_model.inference import Reader
 from core_model.text.observations import FINDINGS
