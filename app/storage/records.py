@@ -7,11 +7,17 @@ these frozen dataclasses, safe to pass between threads.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime
 from typing import Any
 
 from app.storage import models as m
+
+
+def _snapshot(cls: type, row: Any, **derived: Any) -> Any:
+    """``cls`` with each field read from the row attribute of the same name, unless in ``derived``."""
+    return cls(**{f.name: derived[f.name] if f.name in derived else getattr(row, f.name)
+                  for f in fields(cls)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +32,7 @@ class UserRecord:
 
     @classmethod
     def of(cls, row: m.User) -> UserRecord:
-        return cls(row.username, row.display_name, row.role)
+        return _snapshot(cls, row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +45,7 @@ class PatientRecord:
 
     @classmethod
     def of(cls, row: m.Patient) -> PatientRecord:
-        return cls(row.id, row.patient_id, row.name, row.sex, row.birth_date)
+        return _snapshot(cls, row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,15 +60,8 @@ class StudyRecord:
 
     @classmethod
     def of(cls, row: m.Study) -> StudyRecord:
-        return cls(
-            row.id,
-            row.study_instance_uid,
-            row.patient.patient_id if row.patient is not None else None,
-            row.accession_number,
-            row.study_date,
-            row.description,
-            row.source,
-        )
+        patient = row.patient.patient_id if row.patient is not None else None
+        return _snapshot(cls, row, patient_id=patient)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,16 +77,7 @@ class ImageRecord:
 
     @classmethod
     def of(cls, row: m.Image) -> ImageRecord:
-        return cls(
-            row.id,
-            row.study_id,
-            row.sop_instance_uid,
-            row.path,
-            row.view_position,
-            row.rows,
-            row.columns,
-            row.photometric_interpretation,
-        )
+        return _snapshot(cls, row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,16 +102,7 @@ class ReportState:
 
     @classmethod
     def of(cls, row: m.Report) -> ReportState:
-        return cls(
-            row.study_id,
-            row.text,
-            row.version_id,
-            row.status,
-            row.signed_by,
-            row.signed_at,
-            row.model_version,
-            row.updated_at,
-        )
+        return _snapshot(cls, row, version=row.version_id)
 
     @classmethod
     def empty(cls, study_id: int) -> ReportState:
@@ -138,7 +119,7 @@ class ReportVersionRecord:
 
     @classmethod
     def of(cls, row: m.ReportVersion) -> ReportVersionRecord:
-        return cls(row.version, row.text, row.author, row.kind, row.created_at)
+        return _snapshot(cls, row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,24 +155,7 @@ class FlagRecord:
         span = None
         if row.span_start is not None and row.span_end is not None:
             span = (row.span_start, row.span_end)
-        return cls(
-            row.id,
-            row.study_id,
-            row.report_version,
-            row.sentence,
-            span,
-            row.entity,
-            row.kind,
-            row.report_says,
-            row.image_probability,
-            row.image_suggests,
-            row.model_version,
-            row.decision,
-            row.dismiss_reason,
-            row.decided_by,
-            row.decided_at,
-            row.superseded_at is not None,
-        )
+        return _snapshot(cls, row, span=span, superseded=row.superseded_at is not None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,18 +173,7 @@ class ModelRecord:
 
     @classmethod
     def of(cls, row: m.RegisteredModel) -> ModelRecord:
-        return cls(
-            row.model_version,
-            row.path,
-            row.variant,
-            row.metrics,
-            row.evaluation,
-            row.evaluation_passed,
-            row.active,
-            row.created_at,
-            row.activated_at,
-            row.registered_by,
-        )
+        return _snapshot(cls, row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,12 +188,4 @@ class AuditRecord:
 
     @classmethod
     def of(cls, row: m.AuditEntry) -> AuditRecord:
-        return cls(
-            row.id,
-            row.at,
-            row.username,
-            row.action,
-            row.target_type,
-            row.target_id,
-            dict(row.details or {}),
-        )
+        return _snapshot(cls, row, details=dict(row.details or {}))
