@@ -1,6 +1,7 @@
-"""The ``concord`` command: one entry point, a subcommand per job.
+"""The ``concord`` command: the desktop application, and a subcommand per job.
 
-The report-language subcommands come from :mod:`core_model.cli`.  Errors a
+``concord`` alone opens the application (``--demo``, ``--screenshot``: see
+:mod:`app.gui.launch`).  The report-language subcommands come from :mod:`core_model.cli`.  Errors a
 user can fix print one line and exit with status 2; an unexpected failure
 prints one line too (set ``CONCORD_DEBUG=1`` for the traceback).
 """
@@ -23,6 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Concord: a reading assistant for chest radiographs.",
     )
     parser.add_argument("--version", action="version", version=f"concord {_version()}")
+    from app.gui.launch import add_arguments
+
+    add_arguments(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     core_cli.register(sub)
     training_cli.register(sub)
@@ -42,8 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
-        parser.print_help()
-        return 0
+        from app.gui.launch import run
+
+        return run(args)  # no COMMAND: the desktop application
     try:
         return int(args.func(args) or 0)
     except InputError as exc:

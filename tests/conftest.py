@@ -87,7 +87,7 @@ def trained(tmp_path_factory):
     model = create_model("tiny", tokenizer=tokenizer)
     before = heldout(model, held_pairs)
     history = fit(model, ConcordLoss(LossConfig(variant="clip-ng-dtcg")), train_pairs,
-                  steps=STEPS, batch_size=24, lr=5e-4, warmup=10, seed=0)
+                  steps=STEPS, batch_size=24, lr=2e-4, warmup=10, seed=0)
     after = heldout(model, held_pairs)
     directory = tmp_path_factory.mktemp("model") / "tiny"
     save_checkpoint(model, tokenizer, directory, variant="clip-ng-dtcg")

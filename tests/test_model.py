@@ -82,9 +82,9 @@ def test_registry_has_tiny_and_paper() -> None:
 def test_get_config_returns_a_copy() -> None:
     cfg = get_config("tiny")
     cfg.embed_dim = 7
-    cfg.image.timm_kwargs["depth"] = 1
+    cfg.image.timm_kwargs["channels"].append(512)
     assert get_config("tiny").embed_dim != 7
-    assert get_config("tiny").image.timm_kwargs["depth"] == 4
+    assert get_config("tiny").image.timm_kwargs["channels"] == [32, 64, 128, 256]
 
 
 def test_config_json_round_trip(tmp_path: Path) -> None:
@@ -244,8 +244,8 @@ def test_gradients_reach_every_encoder(tokenizer) -> None:
     loss.backward()
     named = dict(m.named_parameters())
     for name in (
-        "visual.trunk.patch_embed.proj.weight",
-        "visual.trunk.blocks.0.attn.qkv.weight",
+        "visual.trunk.conv1.weight",
+        "visual.trunk.layer4.1.bn2.weight",  # zero-initialised residual gate
         "text.bert.encoder.layer.0.attention.self.query.weight",
         "text.bert.embeddings.word_embeddings.weight",
         "graph.convs.0.lin.weight",
@@ -343,8 +343,8 @@ def test_preprocess_batch_and_errors() -> None:
 def test_local_image_weights(tmp_path: Path) -> None:
     donor = ImageEncoder(get_config("tiny").image)
     state = {k: v.clone() for k, v in donor.trunk.state_dict().items()}
-    state["head.weight"] = torch.zeros(10, 192)  # a classifier the backbone drops
-    state["head.bias"] = torch.zeros(10)
+    state["fc.weight"] = torch.zeros(10, donor.num_features)  # a classifier the backbone drops
+    state["fc.bias"] = torch.zeros(10)
     path = tmp_path / "vit.safetensors"
     save_file(state, str(path))
     m = create_model("tiny", image_weights=path)
@@ -359,10 +359,10 @@ def test_local_image_weights_refuses_pickles_and_mismatches(tmp_path: Path) -> N
         with pytest.raises(WeightsError, match="pickle"):
             create_model("tiny", image_weights=tmp_path / name)
     cfg = get_config("tiny")
-    cfg.image.timm_kwargs["depth"] = 5
+    cfg.image.timm_kwargs["layers"] = [2, 2, 2, 3]
     deeper = ImageEncoder(cfg.image)
     save_file(deeper.trunk.state_dict(), str(tmp_path / "deeper.safetensors"))
-    with pytest.raises(WeightsError, match=r"unexpected tensor.*blocks\.4"):
+    with pytest.raises(WeightsError, match=r"unexpected tensor.*layer4\.2"):
         create_model("tiny", image_weights=tmp_path / "deeper.safetensors")
     (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 20)
     with pytest.raises(WeightsError, match="not a readable safetensors"):

@@ -198,16 +198,20 @@ register_config(
     ),
 )
 
-# Tests and the demo: a 4-block ViT-Tiny at 128 px (8x8 patch grid), a 2-layer
-# BERT of width 128 and a GCN of width 128.  ~3 M parameters, ~12 MB.
+# Tests and the demo: a half-width ResNet-18 at 128 px with output stride 16
+# (an 8x8 grid of evidence tokens), a 2-layer BERT of width 128 and a GCN of
+# width 128.  ~4 M parameters, ~16 MB.  A convolutional trunk, not a ViT: trained
+# from scratch on some thousands of images, a 4-block ViT-Tiny learned the
+# large findings only (supervised probe on 6,000 phantom images, 600 steps:
+# mean validation AUC 0.66 against 0.92 for this ResNet; docs/model.md).
 register_config(
     "tiny",
     ModelConfig(
         embed_dim=128,
         image=ImageConfig(
-            backbone="vit_tiny_patch16_224",
+            backbone="resnet18",
             image_size=128,
-            timm_kwargs={"depth": 4, "class_token": False, "global_pool": "avg", "fc_norm": False},
+            timm_kwargs={"channels": [32, 64, 128, 256], "output_stride": 16},
         ),
         text=TextConfig(
             vocab_size=4096,

@@ -47,15 +47,17 @@ class ImageEncoder(nn.Module):
 
     def __init__(self, cfg: ImageConfig) -> None:
         super().__init__()
+        kwargs: dict[str, Any] = {"num_classes": 0, "in_chans": cfg.in_chans, **cfg.timm_kwargs}
         try:
-            self.trunk = timm.create_model(
-                cfg.backbone,
-                pretrained=False,
-                num_classes=0,
-                img_size=cfg.image_size,
-                in_chans=cfg.in_chans,
-                **cfg.timm_kwargs,
-            )
+            try:
+                # Transformers take the input size (position embeddings, windows).
+                self.trunk = timm.create_model(cfg.backbone, pretrained=False,
+                                               img_size=cfg.image_size, **kwargs)
+            except TypeError as exc:
+                if "img_size" not in str(exc):
+                    raise
+                # Convolutional backbones take any size and have no such argument.
+                self.trunk = timm.create_model(cfg.backbone, pretrained=False, **kwargs)
         except RuntimeError as exc:
             if "Unknown model" in str(exc):
                 raise ValueError(

@@ -1,0 +1,419 @@
+"""The main window: opening studies, recording flags and decisions, autosave, sign-off, roles.
+
+Most tests use a stub reader (fast, known flags); one runs the real demo
+(``concord --demo --screenshot``) in a child process, and one kills a child
+process mid-typing to prove the autosave keeps the text.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from app.demo import load_demo
+from app.gui.keeper import ReportKeeper
+from app.gui.launch import sign_in
+from app.gui.window import MainWindow, read_report_file
+from app.storage import DiskFull, PermissionDenied, Storage
+from core_model.inference import CheckResult, Flag
+
+ROOT = Path(__file__).resolve().parents[1]
+FLAGGED = "No pneumothorax."
+
+
+class StubReader:
+    """Flags ``FLAGGED`` as a contradiction whenever the report has it; an omission always."""
+
+    model_version = "stub-1"
+
+    def check(self, images, report, *, study_key=None, heatmaps=True) -> CheckResult:  # noqa: ANN001
+        import numpy as np
+
+        flags = []
+        at = report.find(FLAGGED)
+        if at >= 0:
+            heat = np.zeros((8, 8), np.float32)
+            heat[1:3, 5:7] = 1.0
+            flags.append(Flag("contradiction", "Pneumothorax", "absent", 0.93, "present",
+                              sentence=FLAGGED, span=(at, at + len(FLAGGED)), heatmap=heat,
+                              message="Pneumothorax: the image suggests it is present"))
+        flags.append(Flag("omission", "Edema", "not mentioned", 0.81, "present"))
+        return CheckResult(flags, {}, [], self.model_version, "stub")
+
+
+@pytest.fixture(autouse=True)
+def _quiet(monkeypatch, tmp_path):
+    monkeypatch.setenv("CONCORD_NO_DIALOGS", "1")
+    monkeypatch.setenv("CONCORD_RECOVERY_DIR", str(tmp_path / "recovery"))
+
+
+@pytest.fixture
+def storage(tmp_path):
+    store = Storage.open(f"sqlite:///{tmp_path / 'concord.db'}")
+    sign_in(store, "alice")
+    load_demo(store)
+    yield store
+    store.close()
+
+
+def make_window(qtbot, storage, *, autosave_s: float = 60.0, reader=None, model_dir="stub"):
+    window = MainWindow(storage, model_dir=model_dir, autosave_s=autosave_s,
+                        reader_factory=lambda _d: reader or StubReader())
+    window.editor.set_debounce_ms(30)
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitUntil(lambda: window.reader is not None or window.model_banner.isVisible(), timeout=10_000)
+    return window
+
+
+def open_first(qtbot, window) -> int:
+    study_id = window.worklist.study_ids()[0]
+    window.worklist.select_study(study_id)
+    qtbot.waitUntil(lambda: bool(window._image_shown and window.editor.flags()), timeout=15_000)
+    return study_id
+
+
+def type_text(window, text: str) -> None:
+    edit = window.editor.text_edit()
+    cursor = edit.textCursor()
+    cursor.movePosition(cursor.MoveOperation.End)
+    edit.setTextCursor(cursor)
+    edit.insertPlainText(text)
+
+
+# ------------------------------------------------------------------------ first start
+
+
+def test_first_user_of_a_new_database_is_its_admin(tmp_path):
+    with Storage.open(f"sqlite:///{tmp_path / 'new.db'}") as store:
+        assert sign_in(store, "first").role == "admin"
+        assert sign_in(store, "second").role == "radiologist"
+        assert sign_in(store, "first").role == "admin"  # signing in again changes nothing
+
+
+def test_demo_screenshot_from_the_command_line(tmp_path):
+    out = tmp_path / "shot.png"
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "XDG_DATA_HOME": str(tmp_path / "data"),
+           "XDG_CONFIG_HOME": str(tmp_path / "config"), "OMP_NUM_THREADS": "1",
+           "HOME": str(tmp_path)}
+    env.pop("CONCORD_DATABASE_URL", None)
+    done = subprocess.run([sys.executable, "-m", "app.cli", "--demo", "--screenshot", str(out)],
+                          env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with Image.open(out) as shot:
+        assert shot.width >= 1000 and shot.height >= 600
+        colours = shot.convert("RGB").resize((64, 40)).getcolors(64 * 40)
+        assert colours is not None and len(colours) > 50  # a real window, not a blank frame
+    # the first start made the per-user demo database
+    assert list((tmp_path / "data").rglob("demo.db"))
+
+
+# ------------------------------------------------------------------------ reading a study
+
+
+def test_opening_a_study_shows_image_report_and_flags_and_records_them(qtbot, storage):
+    window = make_window(qtbot, storage)
+    study_id = open_first(qtbot, window)
+    assert window.viewer.image is not None
+    assert window.editor.text() == storage.report(study_id).text
+    flags = storage.flags(study_id)
+    assert [f.entity for f in flags] == [f.entity for f in window.editor.flags()]
+    assert {f.model_version for f in flags} == {"stub-1"}
+    assert storage.audit_log(action="study.open")
+    assert window.banner.isHidden()  # not the demo
+
+
+def test_selecting_a_flag_draws_its_heatmap(qtbot, storage):
+    window = make_window(qtbot, storage)
+    study_id = open_first(qtbot, window)
+    type_text(window, " " + FLAGGED)
+    qtbot.waitUntil(lambda: any(f.kind == "contradiction" for f in window.editor.flags()), timeout=10_000)
+    row = next(i for i, f in enumerate(window.editor.flags()) if f.kind == "contradiction")
+    window.flags_panel.select_flag(row)
+    qtbot.waitUntil(lambda: window.viewer.has_overlay, timeout=5_000)
+    assert storage.flags(study_id)
+
+
+def test_decisions_are_recorded_and_sign_off_needs_all_of_them(qtbot, storage):
+    window = make_window(qtbot, storage)
+    study_id = open_first(qtbot, window)
+    type_text(window, " " + FLAGGED)
+    qtbot.waitUntil(lambda: len(window.editor.flags()) == 2, timeout=10_000)
+    qtbot.waitUntil(lambda: len(storage.flags(study_id)) == 2, timeout=5_000)
+
+    assert window.sign() is False  # nothing reviewed yet
+    assert not storage.report(study_id).signed
+    omission = next(i for i, f in enumerate(window.editor.flags()) if f.kind == "omission")
+    window.flags_panel.dismiss(omission, reason="Not visible to me")
+    decided = {f.entity: f for f in storage.flags(study_id)}
+    assert decided["Edema"].decision == "dismissed"
+    assert decided["Edema"].dismiss_reason == "Not visible to me"
+    assert window.sign() is False  # the contradiction is still open
+
+    contradiction = next(i for i, f in enumerate(window.editor.flags()) if f.kind == "contradiction")
+    window.flags_panel.accept(contradiction)  # applies the suggested correction
+    assert FLAGGED not in window.editor.text() or window.editor.flags()[contradiction].kind
+    qtbot.waitUntil(lambda: not window.editor.is_busy(), timeout=10_000)
+    qtbot.wait(100)
+    for row, review in enumerate(window.flags_panel.reviews()):
+        if not review.reviewed:
+            window.flags_panel.dismiss(row, reason="Reviewed")
+    assert window.sign() is True
+    state = storage.report(study_id)
+    assert state.signed and state.signed_by == "alice" and state.model_version == "stub-1"
+    assert state.text == window.editor.text()
+    assert window.editor.text_edit().isReadOnly()
+    actions = {a.action for a in storage.audit_log()}
+    assert {"study.open", "flags.record", "report.sign"} <= actions
+
+
+def test_decisions_survive_reopening_the_study(qtbot, storage):
+    window = make_window(qtbot, storage)
+    study_id = open_first(qtbot, window)
+    omission = next(i for i, f in enumerate(window.editor.flags()) if f.kind == "omission")
+    window.flags_panel.dismiss(omission, reason="Not visible to me")
+    window.close()
+    again = make_window(qtbot, storage)
+    assert open_first(qtbot, again) == study_id
+    qtbot.waitUntil(lambda: bool(again.flags_panel.reviews())
+                    and again.flags_panel.reviews()[omission].decision == "dismissed", timeout=5_000)
+
+
+# ------------------------------------------------------------------------ never losing text
+
+
+def test_autosave_writes_a_version_every_few_seconds(qtbot, storage):
+    window = make_window(qtbot, storage, autosave_s=0.3)
+    study_id = open_first(qtbot, window)
+    before = storage.report(study_id).version
+    type_text(window, " Small left apical pneumothorax.")
+    qtbot.waitUntil(lambda: storage.report(study_id).text == window.editor.text(), timeout=5_000)
+    history = storage.report_history(study_id)
+    assert storage.report(study_id).version > before
+    assert history[-1].kind == "autosave" if history[-1].version > history[0].version else True
+    assert "Autosaved" in window.save_label.text()
+
+
+def test_closing_the_window_saves_the_last_words(qtbot, storage):
+    window = make_window(qtbot, storage)  # autosave far away: only the close can save
+    study_id = open_first(qtbot, window)
+    type_text(window, " Last words.")
+    window.close()
+    assert storage.report(study_id).text.endswith("Last words.")
+
+
+def test_a_storage_failure_keeps_the_text_in_a_recovery_file(qtbot, storage):
+    window = make_window(qtbot, storage)
+    study_id = open_first(qtbot, window)
+    type_text(window, " Written while the disk is full.")
+
+    def full(*_a, **_k):
+        raise DiskFull("the disk holding the database is full")
+
+    storage.autosave = full  # an instance attribute hides the method until deleted
+    outcome = window.keeper.autosave()
+    assert outcome is not None and not outcome.ok and "full" in outcome.message
+    recovery = window.keeper.recovery_path(study_id)
+    assert recovery.read_text(encoding="utf-8") == window.editor.text()
+    assert "Written while the disk is full." in window.editor.text()
+    del storage.autosave
+    # opening the study again (e.g. after a crash) restores the newer text and saves it
+    window.keeper.close()
+    window._study = None
+    window.open_study(study_id)
+    qtbot.waitUntil(lambda: storage.report(study_id).text.endswith("disk is full."), timeout=5_000)
+    assert not recovery.exists()
+
+
+def test_a_concurrent_edit_is_detected_and_the_text_kept(qtbot, storage, tmp_path):
+    window = make_window(qtbot, storage)
+    study_id = open_first(qtbot, window)
+    with Storage.open(storage.location if "://" in storage.location
+                      else f"sqlite:///{tmp_path / 'concord.db'}") as other:
+        other.ensure_user("bob")
+        other.set_current_user("bob")
+        theirs = other.report(study_id)
+        other.save_report(study_id, theirs.text + " Bob's addition.", expected_version=theirs.version)
+    type_text(window, " Alice's addition.")
+    seen = []
+    window.keeper.conflict.connect(seen.append)
+    outcome = window.keeper.autosave()
+    assert outcome is not None and outcome.conflict is not None and seen
+    assert seen[0].their_author == "bob"
+    assert window.editor.text().endswith("Alice's addition.")
+    assert window.keeper.recovery_path(study_id).read_text(encoding="utf-8").endswith("Alice's addition.")
+    assert storage.report(study_id).text.endswith("Bob's addition.")  # never silently overwritten
+    window.keeper.overwrite_after_conflict()  # the user chose to keep theirs as a new version
+    assert storage.report(study_id).text.endswith("Alice's addition.")
+
+
+CHILD = textwrap.dedent("""
+    import sys, time
+    from PySide6.QtWidgets import QApplication
+    from app.gui.launch import sign_in
+    from app.gui.window import MainWindow
+    from app.storage import Storage
+    from core_model.inference import CheckResult
+
+    class Quiet:
+        model_version = "stub-1"
+        def check(self, images, report, **_):
+            return CheckResult([], {}, [], "stub-1", "stub")
+
+    app = QApplication([])
+    store = Storage.open(sys.argv[1])
+    sign_in(store, "alice")
+    window = MainWindow(store, model_dir="stub", autosave_s=0.5, reader_factory=lambda d: Quiet())
+    window.show()
+    study = int(sys.argv[2])
+    window.worklist.select_study(study)
+    edit = window.editor.text_edit()
+    cursor = edit.textCursor()
+    cursor.movePosition(cursor.MoveOperation.End)
+    edit.setTextCursor(cursor)
+    for word in sys.argv[3].split():
+        edit.insertPlainText(" " + word)
+        end = time.time() + 0.05
+        while time.time() < end:
+            app.processEvents()
+    end = time.time() + 1.5   # more than the autosave interval
+    while time.time() < end:
+        app.processEvents()
+        time.sleep(0.01)
+    print("typed", flush=True)
+    while True:
+        app.processEvents()
+        time.sleep(0.01)
+""")
+
+
+def test_an_edit_survives_a_killed_process(storage, tmp_path):
+    url = f"sqlite:///{tmp_path / 'concord.db'}"
+    study_id = storage.studies()[0].id
+    words = "Interval increase in the right pleural effusion."
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "OMP_NUM_THREADS": "1"}
+    child = subprocess.Popen([sys.executable, "-c", CHILD, url, str(study_id), words],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    try:
+        line = child.stdout.readline()
+        assert line.strip() == "typed", child.stderr.read()[-2000:]
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+    assert child.returncode == -signal.SIGKILL
+    with Storage.open(url) as store:
+        assert store.report(study_id).text.rstrip().endswith(words)
+
+
+# ------------------------------------------------------------------------ roles and bad input
+
+
+def test_admin_menu_is_for_admins_only_and_storage_enforces_it(qtbot, storage):
+    admin = make_window(qtbot, storage)
+    assert admin.admin_menu.menuAction().isVisible()
+    storage.ensure_user("carol")
+    storage.set_current_user("carol")
+    window = make_window(qtbot, storage)
+    assert not window.admin_menu.menuAction().isVisible()
+    assert not any(a.isEnabled() for a in window.admin_menu.actions())
+    window.open_retrain()  # refused with a message, nothing opens
+    assert "administrator" in window.statusBar().currentMessage()
+    storage.set_current_user("alice")
+    storage.register_model("m-1", str(ROOT / "resources" / "models" / "concord-tiny-demo"), "clip-ng-dtcg")
+    storage.set_current_user("carol")
+    with pytest.raises(PermissionDenied):
+        storage.activate_model("m-1")
+
+
+def test_a_model_that_fails_to_load_leaves_the_editor_working(qtbot, storage, tmp_path):
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    window = MainWindow(storage, model_dir=broken, autosave_s=60)
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitUntil(window.model_banner.isVisible, timeout=20_000)
+    assert "could not be loaded" in window.model_banner.text()
+    study_id = window.worklist.study_ids()[0]
+    window.worklist.select_study(study_id)
+    qtbot.waitUntil(lambda: window._image_shown, timeout=10_000)
+    type_text(window, " Still editable.")
+    assert window.save()
+    assert storage.report(study_id).text.endswith("Still editable.")
+
+
+def test_a_study_with_only_a_lateral_view_says_so(qtbot, storage):
+    study = storage.studies()[0]
+    image = storage.images(study.id)[0]
+    lateral = storage.upsert_study(
+        {"StudyInstanceUID": "2.25.999", "source": "dicom-folder", "patient_id": study.patient_id},
+        images=[{"SOPInstanceUID": "2.25.9991", "path": image.path, "ViewPosition": "LL"}])
+    window = make_window(qtbot, storage)
+    window.refresh_worklist()
+    window.worklist.select_study(lateral.id)
+    qtbot.waitUntil(lambda: window._image_shown, timeout=10_000)
+    assert "No frontal image" in window.statusBar().currentMessage()
+
+
+def test_report_files_in_known_encodings_open_and_others_are_refused(tmp_path):
+    text = "FINDINGS: Kein Pleuraerguss. \u00d6dem nicht sichtbar.\n"
+    (tmp_path / "utf8.txt").write_text(text, encoding="utf-8")
+    (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    (tmp_path / "utf16.txt").write_text(text, encoding="utf-16")
+    (tmp_path / "latin1.txt").write_bytes(text.encode("cp1252"))
+    (tmp_path / "empty.txt").write_bytes(b"  \n")
+    for name in ("utf8.txt", "bom.txt", "utf16.txt"):
+        assert read_report_file(tmp_path / name) == text
+    with pytest.raises(ValueError, match="not UTF-8"):
+        read_report_file(tmp_path / "latin1.txt")
+    with pytest.raises(ValueError, match="empty"):
+        read_report_file(tmp_path / "empty.txt")
+    with pytest.raises(ValueError, match="cannot read"):
+        read_report_file(tmp_path / "missing.txt")
+
+
+def test_keeper_without_a_study_does_nothing(qtbot, storage):
+    keeper = ReportKeeper(storage, lambda: "text")
+    assert keeper.autosave() is None
+    assert not keeper.save().ok
+
+
+
+# ------------------------------------------------------------------------ export and admin from the menus
+
+
+def test_a_signed_report_exports_as_text_pdf_and_dicom_sr(qtbot, storage, tmp_path):
+    import pydicom
+
+    window = make_window(qtbot, storage)
+    study_id = open_first(qtbot, window)
+    assert window.export_report("txt", str(tmp_path / "draft.txt")) is None  # not signed yet
+    for row in range(len(window.flags_panel.reviews())):
+        window.flags_panel.dismiss(row, reason="Reviewed")
+    assert window.sign()
+    text = window.export_report("txt", str(tmp_path / "report.txt"))
+    pdf = window.export_report("pdf", str(tmp_path / "report.pdf"))
+    sr = window.export_sr(str(tmp_path / "results.dcm"))
+    assert text and pdf and sr
+    assert storage.report(study_id).text.strip().splitlines()[-1] in Path(text).read_text(encoding="utf-8")
+    assert Path(pdf).read_bytes().startswith(b"%PDF")
+    ds = pydicom.dcmread(sr)
+    assert ds.Modality == "SR"
+    assert ds.PatientID == storage.study(study_id).patient_id
+    actions = [a.action for a in storage.audit_log()]
+    assert actions.count("report.export") == 2 and "sr.export" in actions
+
+
+def test_admin_menu_opens_the_admin_dialogs(qtbot, storage):
+    window = make_window(qtbot, storage)
+    for open_dialog in (window.open_retrain, window.open_models, window.open_export_dataset):
+        dialog = open_dialog()
+        assert dialog is not None and dialog.isVisible()
+        dialog.close()
