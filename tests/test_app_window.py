@@ -417,3 +417,53 @@ def test_admin_menu_opens_the_admin_dialogs(qtbot, storage):
         dialog = open_dialog()
         assert dialog is not None and dialog.isVisible()
         dialog.close()
+
+
+def test_retrain_evaluate_and_activate_from_the_menu(qtbot, storage, tmp_path):
+    """A few steps of ``concord train`` from Admin > Retrain, evaluated and activated; a cancelled
+    second run leaves the active model as it was."""
+    from app.admin import TrainRequest
+
+    world = tmp_path / "world"
+    subprocess.run([sys.executable, "-m", "app.cli", "phantom", "--out", str(world), "--studies", "40",
+                    "--size", "64", "--seed", "1", "--workers", "1"],
+                   check=True, capture_output=True, timeout=180, cwd=ROOT)
+    config = tmp_path / "tiny-test.yaml"
+    config.write_text("base: tiny\nbatch_size: 8\nwarmup: 1\nvocab_size: 400\n"
+                      "checkpoint_every: 2\naugment: false\n")
+    window = make_window(qtbot, storage)
+
+    dialog = window.open_retrain()
+    dialog.set_request(TrainRequest(world, tmp_path / "runs" / "first", config=str(config),
+                                    variant="clip-ng-dtcg", steps=4, device="cpu", threads=1))
+    with qtbot.waitSignal(dialog.runEnded, timeout=180_000) as ended:
+        assert dialog.start()
+    assert ended.args[0] == "done", dialog.message_text()
+    assert dialog.progress_bar.value() == dialog.progress_bar.maximum()
+    version = "first-step4"
+    assert storage.model(version).variant == "clip-ng-dtcg"
+
+    evaluate = window.open_evaluate(version, data_root=world, thresholds={"cxr_align.A": 0.0})
+    with qtbot.waitSignal(evaluate.runEnded, timeout=300_000) as ended:
+        assert evaluate.start()
+    assert ended.args[0] == "evaluated", evaluate.message_text()
+    assert storage.model(version).evaluation_passed
+
+    models = window.open_models()
+    assert models.select(version) and models.activate_selected()
+    assert storage.active_model().model_version == version
+    qtbot.waitUntil(lambda: window.model_version is not None and window.reader is not None
+                    and window._model_dir is not None and window._model_dir.name == Path(
+                        storage.model(version).path).name, timeout=60_000)
+
+    second = window.open_retrain()
+    second.set_request(TrainRequest(world, tmp_path / "runs" / "second", config=str(config),
+                                    variant="clip-ng-dtcg", steps=400, device="cpu", threads=1))
+    with qtbot.waitSignal(second.runEnded, timeout=180_000) as ended:
+        assert second.start()
+        qtbot.waitUntil(lambda: second.monitor.step >= 1, timeout=120_000)
+        second.cancel()
+    assert ended.args[0] == "cancelled"
+    assert storage.active_model().model_version == version
+    actions = {a.action for a in storage.audit_log()}
+    assert {"training.start", "model.register", "model.evaluate", "model.activate"} <= actions

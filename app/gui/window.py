@@ -835,8 +835,9 @@ class MainWindow(QMainWindow):
             dialog.show()
         return dialog
 
-    def open_evaluate(self, model_version: str | None = None) -> Any:
-        dialog = self._admin_dialog("EvaluateDialog", model_version=model_version)
+    def open_evaluate(self, model_version: str | None = None, **options: Any) -> Any:
+        """The Evaluate dialog; ``options`` go to it (``data_root``, ``thresholds``)."""
+        dialog = self._admin_dialog("EvaluateDialog", model_version=model_version, **options)
         if dialog is not None:
             dialog.show()
         return dialog

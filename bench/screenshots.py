@@ -1,0 +1,100 @@
+"""Save the documentation screenshots: the main window, the flags panel and the retrain dialog.
+
+    QT_QPA_PLATFORM=offscreen python bench/screenshots.py [--out docs/screenshots]
+
+The main window and flags panel come from the demo (``concord --demo``: the
+demo worklist, the bundled model), in a throw-away demo database.  The retrain
+dialog is shown part-way through a real ``concord train`` run of the tiny
+config on a small phantom world.  Prints the files written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(ROOT / "docs" / "screenshots"))
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("CONCORD_NO_DIALOGS", "1")
+
+    from PySide6.QtWidgets import QApplication
+
+    from app.admin import TrainRequest
+    from app.demo import DEMO_MODEL_DIR, load_demo
+    from app.gui.launch import sign_in
+    from app.gui.window import MainWindow
+    from app.storage import Storage
+
+    app = QApplication.instance() or QApplication([])
+    work = Path(tempfile.mkdtemp(prefix="concord-shots-"))
+    os.environ["CONCORD_RECOVERY_DIR"] = str(work / "recovery")
+    storage = Storage.open(f"sqlite:///{work / 'demo.db'}")
+    sign_in(storage, "radiologist")
+    load_demo(storage)
+    window = MainWindow(storage, model_dir=DEMO_MODEL_DIR, demo=True)
+    window.resize(1600, 940)
+    window.show()
+    window.worklist.select_study(window.worklist.study_ids()[0])
+    _wait(app, lambda: window._image_shown and bool(window.editor.flags()), 180)
+    _pause(app, 0.5)
+    written = []
+    for name, widget in (("main-window.png", window), ("flags-panel.png", window.side_tabs)):
+        path = out / name
+        widget.grab().save(str(path))
+        written.append(path)
+
+    world = work / "world"
+    subprocess.run([sys.executable, "-m", "app.cli", "phantom", "--out", str(world), "--studies", "60",
+                    "--size", "96", "--seed", "3", "--workers", "1"], check=True, capture_output=True)
+    config = work / "tiny.yaml"
+    config.write_text("base: tiny\nbatch_size: 8\nwarmup: 2\nvocab_size: 500\ncheckpoint_every: 20\n")
+    dialog = window.open_retrain()
+    dialog.resize(900, 700)
+    dialog.set_request(TrainRequest(world, work / "runs" / "retrain", config=str(config),
+                                    variant="clip-ng-dtcg", steps=60, device="cpu", threads=1))
+    dialog.start()
+    _wait(app, lambda: dialog.monitor.step >= 25, 300)
+    _pause(app, 0.3)
+    path = out / "retrain-dialog.png"
+    dialog.grab().save(str(path))
+    written.append(path)
+    dialog.cancel()
+    _wait(app, lambda: not dialog.running(), 60)
+    window.close()
+    storage.close()
+    for path in written:
+        print(path)
+    return 0
+
+
+def _wait(app, condition, seconds: float) -> None:  # noqa: ANN001
+    end = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > end:
+            raise SystemExit(f"timed out after {seconds} s")
+        app.processEvents()
+        time.sleep(0.02)
+
+
+def _pause(app, seconds: float) -> None:  # noqa: ANN001
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        app.processEvents()
+        time.sleep(0.02)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
