@@ -467,3 +467,57 @@ def test_retrain_evaluate_and_activate_from_the_menu(qtbot, storage, tmp_path):
     assert storage.active_model().model_version == version
     actions = {a.action for a in storage.audit_log()}
     assert {"training.start", "model.register", "model.evaluate", "model.activate"} <= actions
+
+
+def test_demo_negating_a_present_finding_raises_a_contradiction(qtbot, storage):
+    """The real demo model: study-04 shows marked cardiomegaly (its report says so, no injected
+    error); writing that the heart is normal must be flagged, and the decision audited."""
+    from app.demo import DEMO_MODEL_DIR, demo_worklist
+
+    entry = next(s for s in demo_worklist().studies if s.folder == "study-04")
+    study = storage.study_by_uid(entry.study_instance_uid)
+    window = MainWindow(storage, model_dir=DEMO_MODEL_DIR, autosave_s=60)
+    window.editor.set_debounce_ms(30)
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitUntil(lambda: window.reader is not None, timeout=60_000)
+    window.worklist.select_study(study.id)
+    qtbot.waitUntil(lambda: window._image_shown and window.editor.checks_requested > 0
+                    and not window.editor.is_busy(), timeout=60_000)
+    qtbot.wait(200)
+    before = {(f.kind, f.entity) for f in window.editor.flags()}
+    assert ("contradiction", "Cardiomegaly") not in before
+    window.editor.set_text("FINDINGS:\nThe heart is normal in size. No cardiomegaly. "
+                           "A large left effusion is noted. No pneumothorax.\n")
+    qtbot.waitUntil(lambda: ("contradiction", "Cardiomegaly") in
+                    {(f.kind, f.entity) for f in window.editor.flags()}, timeout=30_000)
+    row = next(i for i, f in enumerate(window.editor.flags())
+               if (f.kind, f.entity) == ("contradiction", "Cardiomegaly"))
+    flag = window.editor.flags()[row]
+    assert flag.report_says == "absent" and flag.image_suggests == "present"
+    window.flags_panel.accept(row)
+    qtbot.waitUntil(lambda: any(f.decision == "accepted" for f in storage.flags(study.id)), timeout=5_000)
+    others = [i for i, r in enumerate(window.flags_panel.reviews()) if not r.reviewed]
+    if others:
+        window.flags_panel.dismiss(others[0], reason="Not clinically relevant")
+    decided = storage.audit_log(action="flag.decide")
+    assert "accepted" in {a.details.get("to") for a in decided}
+
+
+def test_importing_from_the_file_menu_lists_rejections_and_keeps_working(qtbot, storage, tmp_path):
+    import shutil
+
+    window = make_window(qtbot, storage)
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    (folder / "notes.dcm").write_text("not a DICOM file")
+    (folder / "truncated.dcm").write_bytes(b"\x00" * 128 + b"DICM" + b"\x02\x00")
+    source = Path(storage.images(storage.studies()[0].id)[0].path)
+    shutil.copy(source, folder / "copy.dcm")
+    report = window.import_folder(str(folder))
+    assert report is not None and len(report.rejected) == 2
+    assert all(r.reason for r in report.rejected)
+    assert "2 file(s) rejected" in window.statusBar().currentMessage()
+    assert window.import_mimic(str(tmp_path / "incoming")) is None  # not a dataset: a message
+    assert "Import failed" in window.statusBar().currentMessage()
+    assert window.worklist.study_ids()  # the worklist is intact

@@ -141,7 +141,41 @@ def test_open_creates_every_table_from_empty(url: str) -> None:
                 for e in ("update", "delete")
             }
         [entry] = st.audit_log()
-        assert (entry.action, entry.details) == ("schema.upgrade", {"from": None, "to": "0001"})
+        assert (entry.action, entry.details) == ("schema.upgrade", {"from": None, "to": db.head_revision()})
+
+
+def test_upgrading_from_0001_keeps_versions_and_append_only_triggers(url: str) -> None:
+    engine = db.make_engine(db.resolve_url(url))
+    db.upgrade(engine, "0001")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO users (username, role) VALUES ('ada', 'admin')")
+        conn.exec_driver_sql("INSERT INTO patients (patient_id) VALUES ('P1')")
+        conn.exec_driver_sql(
+            "INSERT INTO studies (study_instance_uid, patient_id, source) VALUES ('1.2.3', 1, 'demo')")
+        conn.exec_driver_sql(
+            "INSERT INTO reports (study_id, text, version_id, status) VALUES (1, 'old text', 1, 'draft')")
+        conn.exec_driver_sql(
+            "INSERT INTO report_versions (report_id, version, text, author, kind) "
+            "VALUES (1, 1, 'old text', 'ada', 'save')")
+        with pytest.raises(sa.exc.IntegrityError):
+            with conn.begin_nested():
+                conn.exec_driver_sql(
+                    "INSERT INTO report_versions (report_id, version, text, author, kind) "
+                    "VALUES (1, 2, 'x', 'ada', 'import')")
+    engine.dispose()
+    with Storage.open(url) as st:
+        assert st.schema_revision == "0002"
+        st.set_current_user("ada")
+        [version] = st.report_history(1)
+        assert (version.text, version.kind) == ("old text", "save")
+        st.save_report(1, "imported text", kind="import", expected_version=1)
+        assert st.report_history(1)[-1].kind == "import"
+        with st.engine.begin() as conn, pytest.raises(sa.exc.DatabaseError, match="append-only"):
+            conn.exec_driver_sql("UPDATE report_versions SET text = 'changed'")
+        image = st.upsert_images(1, [{"SOPInstanceUID": "1.2.3.4", "path": "/x.dcm",
+                                      "PixelSpacing": "0.139\\0.139",
+                                      "TransferSyntaxUID": "1.2.840.10008.1.2.1"}])[0]
+        assert (image.pixel_spacing, image.transfer_syntax_uid) == ("0.139\\0.139", "1.2.840.10008.1.2.1")
 
 
 def test_models_and_migrations_describe_the_same_schema(url: str) -> None:

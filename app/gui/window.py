@@ -244,6 +244,7 @@ class MainWindow(QMainWindow):
         bar = self.menuBar()
         file_menu = bar.addMenu("&File")
         self._action(file_menu, "Import DICOM folder\u2026", self.import_folder, name="importFolder")
+        self._action(file_menu, "Import MIMIC-layout dataset\u2026", self.import_mimic, name="importMimic")
         self._action(file_menu, "Open report file\u2026", self.open_report_file, name="openReport")
         file_menu.addSeparator()
         self.save_action = self._action(file_menu, "&Save report", self.save, sc["save"], "save")
@@ -579,13 +580,30 @@ class MainWindow(QMainWindow):
     # ================================================================ file actions
 
     def import_folder(self, folder: str | None = None) -> Any:
+        """Import a folder of DICOM files (headers only; per-file reasons for what is rejected)."""
         from app.importer import import_dicom_folder
 
         if folder is None:
             folder = QFileDialog.getExistingDirectory(self, "Import a folder of DICOM files")
             if not folder:
                 return None
-        progress = QProgressDialog("Reading DICOM headers\u2026", "Cancel", 0, 100, self)
+        return self._import(folder, "Reading DICOM headers\u2026",
+                            lambda tick, cancel: import_dicom_folder(self.storage, folder, progress=tick,
+                                                                     cancel=cancel))
+
+    def import_mimic(self, root: str | None = None) -> Any:
+        """Import a MIMIC-layout dataset's studies with their reports."""
+        from app.importer import import_mimic
+
+        if root is None:
+            root = QFileDialog.getExistingDirectory(self, "Import a MIMIC-layout dataset")
+            if not root:
+                return None
+        return self._import(root, "Reading the dataset\u2026",
+                            lambda tick, cancel: import_mimic(self.storage, root, progress=tick, cancel=cancel))
+
+    def _import(self, folder: str, label: str, run: Any) -> Any:
+        progress = QProgressDialog(label, "Cancel", 0, 100, self)
         progress.setWindowModality(Qt.WindowModality.WindowModal)
         progress.setMinimumDuration(500)
 
@@ -595,8 +613,7 @@ class MainWindow(QMainWindow):
             QApplication.processEvents()
 
         try:
-            report = import_dicom_folder(self.storage, folder, progress=tick,
-                                         cancel=progress.wasCanceled)
+            report = run(tick, progress.wasCanceled)
         except (StorageError, ValueError, OSError) as exc:
             progress.close()
             self._error("Import failed", str(exc))

@@ -50,6 +50,10 @@ class ImportedImage:
             fields["Columns"] = self.columns
         if self.photometric_interpretation:
             fields["PhotometricInterpretation"] = self.photometric_interpretation
+        if self.pixel_spacing:
+            fields["PixelSpacing"] = "\\".join(f"{v:g}" for v in self.pixel_spacing)
+        if self.transfer_syntax_uid:
+            fields["TransferSyntaxUID"] = self.transfer_syntax_uid
         return fields
 
     def details(self) -> dict[str, Any]:

@@ -56,6 +56,10 @@ IMAGE_FIELDS = {
     "Columns": "columns",
     "photometric_interpretation": "photometric_interpretation",
     "PhotometricInterpretation": "photometric_interpretation",
+    "pixel_spacing": "pixel_spacing",
+    "PixelSpacing": "pixel_spacing",
+    "transfer_syntax_uid": "transfer_syntax_uid",
+    "TransferSyntaxUID": "transfer_syntax_uid",
 }
 _DATE_FIELDS = {"birth_date", "study_date"}
 _INT_FIELDS = {"rows", "columns"}

@@ -57,6 +57,7 @@ class VersionKind(StrEnum):
     AUTOSAVE = "autosave"
     SAVE = "save"
     SIGN = "sign"
+    IMPORT = "import"  # the text that came with an imported study (schema 0002)
 
 
 class FlagKind(StrEnum):
@@ -186,6 +187,9 @@ class Image(Base):
     rows: Mapped[int | None]
     columns: Mapped[int | None]
     photometric_interpretation: Mapped[str | None] = mapped_column(sa.String(16))
+    #: "row\\column" in mm, as DICOM's PixelSpacing writes it (schema 0002).
+    pixel_spacing: Mapped[str | None] = mapped_column(sa.String(64))
+    transfer_syntax_uid: Mapped[str | None] = mapped_column(sa.String(64))
     created_at: Mapped[datetime] = _created()
 
 

@@ -74,6 +74,8 @@ class ImageRecord:
     rows: int | None
     columns: int | None
     photometric_interpretation: str | None
+    pixel_spacing: str | None = None
+    transfer_syntax_uid: str | None = None
 
     @classmethod
     def of(cls, row: m.Image) -> ImageRecord:
