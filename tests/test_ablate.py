@@ -215,3 +215,29 @@ def test_tune_on_validation_then_ablate(world, small, tmp_path, capsys):
         tune(world, tuning, config=small, split="test")
     with pytest.raises(AblationError, match="unknown setting"):
         tune(world, tuning, config=small, grid=(("x", ({"lr": 0.1},)),))
+
+
+def test_imbalance_study_trains_on_both_worlds_and_writes_table3(world, small, tmp_path):
+    from training.ablate import run_imbalance
+
+    out = tmp_path / "imbalance"
+    events = []
+    table = run_imbalance(world, out, 30, variants="clip", config=small, finetune_steps=2,
+                          emit=events.append)
+    heavy = out / "world-imbalanced-30"
+    reports = [p.read_text() for p in (heavy / "files").rglob("s*.txt")]
+    assert reports.count("FINDINGS:\nNo active lung lesion.\n") == 30
+    [row] = table.rows()
+    for key in ("zs", "ft10", "ncd"):
+        plain, imbalanced = row[key]["plain"], row[key]["imbalanced"]
+        assert plain is not None and imbalanced is not None
+        assert row[key]["change"] == pytest.approx(imbalanced - plain)
+    text = (out / "table3.md").read_text()
+    assert "FT10 +30" in text and "No active lung lesion." in text
+    # both models were scored on the plain world's test split
+    plain_results = json.loads((out / "plain" / "clip" / "eval" / "results.json").read_text())
+    heavy_results = json.loads((out / "imbalanced-30" / "clip" / "eval" / "results.json").read_text())
+    assert plain_results["dataset"] == heavy_results["dataset"]
+    # a second run keeps everything (resumable)
+    again = run_imbalance(world, out, 30, variants="clip", config=small, finetune_steps=2)
+    assert again.rows() == table.rows()

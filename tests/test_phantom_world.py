@@ -92,3 +92,32 @@ def test_config_errors():
     for bad in (dict(studies=0), dict(studies=5, normal_fraction=1.5), dict(studies=5, size=10)):
         with pytest.raises(ValueError):
             WorldConfig(**bad)
+
+
+def test_extra_normals_carry_one_identical_report_and_leave_the_world_unchanged(tmp_path):
+    import csv
+
+    from training.dataset import MimicDataset
+    from training.phantom.writer import build_world
+
+    plain = tmp_path / "plain"
+    heavy = tmp_path / "heavy"
+    build_world(WorldConfig(studies=24, seed=5, size=64), plain, workers=1)
+    build_world(WorldConfig(studies=24, seed=5, size=64, extra_normals=7), heavy, workers=1)
+    reports = {p.relative_to(heavy): p.read_text() for p in (heavy / "files").rglob("s*.txt")}
+    plain_reports = {p.relative_to(plain): p.read_text() for p in (plain / "files").rglob("s*.txt")}
+    extra = {k: v for k, v in reports.items() if k not in plain_reports}
+    assert len(extra) == 7
+    assert set(extra.values()) == {"FINDINGS:\nNo active lung lesion.\n"}
+    assert all(reports[k] == v for k, v in plain_reports.items())  # the regular studies are the same
+    with open(heavy / "mimic-cxr-2.0.0-split.csv") as fh:
+        splits = {row["study_id"]: row["split"] for row in csv.DictReader(fh)}
+    extra_ids = {k.name.removeprefix("s").removesuffix(".txt") for k in extra}
+    assert {splits[i] for i in extra_ids} == {"train"}
+    with open(heavy / "mimic-cxr-2.0.0-chexpert.csv") as fh:
+        labels = {row["study_id"]: row for row in csv.DictReader(fh)}
+    assert all(labels[i]["No Finding"] in ("1", "1.0") for i in extra_ids)
+    train = MimicDataset(heavy, split="train")
+    assert sum(1 for s in train if s.report.strip() == "FINDINGS:\nNo active lung lesion.") >= 7
+    with pytest.raises(ValueError, match="extra normal"):
+        WorldConfig(studies=4, extra_normals=-1)

@@ -129,8 +129,8 @@ COLUMNS: tuple[Column, ...] = (
                (f"zero_shot.auc.{label}", f"zero_shot.{label}"))
         for label, header in KEY_LABELS
     ),
-    Column("ft10", "FT10", "table2", measured=False),
-    Column("ft100", "FT100", "table2", measured=False),
+    Column("ft10", "FT10", "table2", ("finetune.FT10.mean_auc",)),
+    Column("ft100", "FT100", "table2", ("finetune.FT100.mean_auc",)),
     Column("align_a", "Align A", "table6", ("cxr_align.A",)),
     Column("align_b", "Align B", "table6", ("cxr_align.B",)),
     Column("retrieval_top1", "Top-1", "product", ("retrieval.top1",)),
@@ -227,7 +227,11 @@ class Table:
             "detection, adversarial accuracy, consistency-check precision / recall / F1).",
         ]
         if unmeasured:
-            lines.append(f"Not measured: {', '.join(unmeasured)} (no fine-tune suite yet).")
+            lines.append(f"Not measured: {', '.join(unmeasured)}.")
+        if not any(r.values.get("ft10") is not None or r.values.get("ft100") is not None
+                   for r in self.rows):
+            lines.append("FT10 / FT100: run with --finetune (the fine-tune suite trains; "
+                         "docs/evaluation.md).")
         if self.config:
             shown = ", ".join(f"{k} {self.config[k]}" for k in ("model", "steps", "batch_size",
                                                                  "seed") if k in self.config)
@@ -426,13 +430,15 @@ def _evaluate(model_dir: Path, data_root: str, out_dir: Path, *, split: str,
 
 def _run_job(job: _Job, data_root: str, *, split: str, calibration_split: str, seed: int,
              device: str | None, restart: bool, train_kwargs: Mapping[str, Any],
-             eval_kwargs: Mapping[str, Any], emit: Emit, tag: dict[str, Any]) -> dict[str, Any]:
+             eval_kwargs: Mapping[str, Any], emit: Emit, tag: dict[str, Any],
+             eval_data: str | None = None) -> dict[str, Any]:
     """Train (or resume, or keep) and evaluate one folder; returns its results."""
     from training.trainer import train
 
     data = str(Path(data_root).resolve())
     wanted_eval = json.loads(json.dumps(  # as it reads back from entry.json
-        {"split": split, "calibration_split": calibration_split, "seed": seed, **eval_kwargs}))
+        {"split": split, "calibration_split": calibration_split, "seed": seed, **eval_kwargs,
+         **({"data": str(Path(eval_data).resolve())} if eval_data else {})}))
     entry = _check_folder(job, data, restart)
     if entry is not None and entry.get("evaluation") == wanted_eval and job.results.is_file():
         results = _read_json(job.results)
@@ -451,7 +457,7 @@ def _run_job(job: _Job, data_root: str, *, split: str, calibration_split: str, s
         train(job.config, data_root, job.run, device=device, resume=resume,
               emit=lambda e: emit({**e, **tag}), **dict(train_kwargs))
     emit({"event": "evaluate", **tag, "split": split, "model": str(job.model)})
-    results = _evaluate(job.model, data_root, job.results.parent, split=split,
+    results = _evaluate(job.model, eval_data or data_root, job.results.parent, split=split,
                         calibration_split=calibration_split, seed=seed, device=device,
                         eval_kwargs=eval_kwargs, emit=lambda e: emit({**e, **tag}))
     entry["evaluation"] = wanted_eval
@@ -486,6 +492,7 @@ def run_ablation(
     train_kwargs: Mapping[str, Any] | None = None,
     eval_kwargs: Mapping[str, Any] | None = None,
     emit: Emit | None = None,
+    eval_data: str | os.PathLike[str] | None = None,
 ) -> Table:
     """Train and evaluate every variant with the same config; write ``table.{md,json,csv}``.
 
@@ -529,7 +536,8 @@ def run_ablation(
             results = _run_job(job, str(data_root), split=split, calibration_split="validate",
                                seed=base.seed, device=device, restart=False,
                                train_kwargs=train_kwargs or {}, eval_kwargs=eval_kwargs or {},
-                               emit=emit, tag={"variant": variant})
+                               emit=emit, tag={"variant": variant},
+                               eval_data=str(eval_data) if eval_data is not None else None)
         except _cancelled() as exc:
             partial = table(names[i:])
             raise AblationCancelled(variant, partial) from exc
@@ -753,3 +761,148 @@ __all__ = [
     "run_ablation", "score", "setting_name", "table_row", "tune", "variant_config",
     "write_config_yaml",
 ]
+
+
+# --------------------------------------------------------------------- imbalance (Table 3)
+
+#: (key, header, the ablation table's column it comes from)
+IMBALANCE_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("zs", "ZS AUC", "zs_mean_auc"),
+    ("ft10", "FT10", "ft10"),
+    ("ncd", "NCD", "ncd"),
+)
+
+
+@dataclass
+class ImbalanceTable:
+    """The paper's Table 3 shape: each variant on the plain and the imbalanced world."""
+
+    extra_normals: int
+    report: str
+    plain: Table
+    imbalanced: Table
+
+    def rows(self) -> list[dict[str, Any]]:
+        out = []
+        heavy = {r.variant: r for r in self.imbalanced.rows}
+        for row in self.plain.rows:
+            other = heavy.get(row.variant)
+            if other is None:
+                continue
+            values: dict[str, Any] = {"variant": row.variant, "name": row.name}
+            for key, _header, column in IMBALANCE_COLUMNS:
+                a, b = row.values.get(column), other.values.get(column)
+                values[key] = {"plain": a, "imbalanced": b,
+                               "change": None if a is None or b is None else b - a}
+            results = _read_json(Path(other.results)) if other.results else None
+            values["ncd_n"] = lookup(results, "ncd.n") if results else None
+            out.append(values)
+        return out
+
+    def to_markdown(self) -> str:
+        head = ["Variant"]
+        for _key, header, _path in IMBALANCE_COLUMNS:
+            head += [f"{header} plain", f"{header} +{self.extra_normals}", "change"]
+        lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+        for row in self.rows():
+            cells = [row["name"]]
+            for key, _header, _path in IMBALANCE_COLUMNS:
+                v = row[key]
+                change = v["change"]
+                cells += [percent(v["plain"]), percent(v["imbalanced"]),
+                          DASH if change is None else f"{100 * change:+.1f}"]
+            lines.append("| " + " | ".join(cells) + " |")
+        n = next((r["ncd_n"] for r in self.rows() if r.get("ncd_n")), None)
+        lines += [
+            "",
+            f"Percentages; the imbalanced world is the plain one plus {self.extra_normals} normal "
+            f"training studies whose reports all read {self.report!r}; both are evaluated on the "
+            "same test split.",
+            "ZS: mean zero-shot AUC; FT10: mean AUC of the fine-tune on 10% of the training "
+            f"patients' labels; NCD: normal case detection accuracy (one normal report among "
+            f"{n if n is not None else 'N'} abnormal ones, section 5.5).",
+        ]
+        return "\n".join(lines) + "\n"
+
+    def write(self, out_dir: str | os.PathLike[str]) -> None:
+        out = Path(out_dir)
+        _write_text(out / "table3.md", self.to_markdown())
+        _write_text(out / "table3.json", json.dumps(
+            {"extra_normals": self.extra_normals, "report": self.report, "rows": self.rows()},
+            indent=2) + "\n")
+
+
+def imbalanced_world(data_root: str | os.PathLike[str], out: str | os.PathLike[str], extra: int,
+                     *, workers: int | None = None) -> tuple[Path, str]:
+    """The phantom world at ``data_root`` plus ``extra`` identical normal studies, at ``out``.
+
+    Built once (``phantom-world.json`` records it); the regular studies are the
+    same as the plain world's.  Returns the folder and the normal report text.
+    """
+    from training.phantom.world import WorldConfig
+    from training.phantom.writer import WORLD_JSON, build_world
+
+    if extra < 1:
+        raise AblationError(f"--imbalance needs at least 1 extra normal study, not {extra}")
+    source = _read_json(Path(data_root) / WORLD_JSON)
+    if source is None or "config" not in source:
+        raise AblationError(f"{data_root}: --imbalance needs a phantom world (no {WORLD_JSON}); "
+                            "build one with concord phantom")
+    fields = dict(source["config"])
+    if fields.get("pathologies") is not None:
+        fields["pathologies"] = tuple(fields["pathologies"])
+    fields["extra_normals"] = extra
+    try:
+        config = WorldConfig(**fields)
+    except (TypeError, ValueError) as exc:
+        raise AblationError(f"{data_root}/{WORLD_JSON}: {exc}") from exc
+    target = Path(out)
+    made = _read_json(target / WORLD_JSON)
+    if made is not None and made.get("config", {}).get("extra_normals") == extra and (
+            target / "mimic-cxr-2.0.0-metadata.csv").is_file():
+        return target, config.extra_normal_report
+    if target.exists():
+        shutil.rmtree(target)  # an unfinished build: start again
+    build_world(config, target, workers=workers)
+    return target, config.extra_normal_report
+
+
+def run_imbalance(
+    data_root: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    extra: int,
+    *,
+    variants: str | Iterable[str],
+    config: str | os.PathLike[str] | TrainConfig = "tiny",
+    overrides: Mapping[str, Any] | None = None,
+    seed: int | None = None,
+    device: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    fractions: Sequence[float] = (0.1,),
+    finetune_steps: int = 300,
+    emit: Emit | None = None,
+) -> ImbalanceTable:
+    """Each variant trained on the plain and on the imbalanced world; the Table 3 shape.
+
+    Writes ``plain/`` and ``imbalanced-K/`` (each an ordinary, resumable
+    ablation folder with its ``table.md``), the imbalanced world under
+    ``world-imbalanced-K/`` and ``table3.{md,json}``.
+    """
+    emit = emit or _silent
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    emit({"event": "world", "extra_normals": extra, "out": str(out / f"world-imbalanced-{extra}")})
+    heavy, report = imbalanced_world(data_root, out / f"world-imbalanced-{extra}", extra)
+    eval_kwargs = {"suites": "all,finetune", "fractions": tuple(fractions),
+                   "finetune_steps": finetune_steps}
+    tables = []
+    for name, root in (("plain", Path(data_root)), (f"imbalanced-{extra}", heavy)):
+        train_kwargs = {"cache_dir": str(Path(cache_dir) / name)} if cache_dir else {}
+        tables.append(run_ablation(root, out / name, variants=variants, config=config,
+                                   overrides=overrides, seed=seed, device=device,
+                                   train_kwargs=train_kwargs, eval_kwargs=eval_kwargs,
+                                   emit=lambda e, name=name: emit({**e, "world": name}),
+                                   eval_data=data_root))  # both scored on the plain world
+    result = ImbalanceTable(extra, report, tables[0], tables[1])
+    result.write(out)
+    return result

@@ -39,6 +39,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tune-grid", metavar="YAML",
                    help="search grid for --tune: stage name -> list of settings "
                    "(default: docs/ablation.md)")
+    p.add_argument("--finetune", action="store_true",
+                   help="also run the fine-tune suite (FT10 / FT100 columns; trains, so slower)")
+    p.add_argument("--imbalance", type=int, metavar="K",
+                   help="the paper's Table 3: train each variant on the phantom world and on it plus "
+                   "K normal studies with one identical report; writes table3.md")
+    p.add_argument("--finetune-steps", type=int, default=300,
+                   help="optimiser steps of each fine-tune (default 300)")
     p.set_defaults(func=_cmd_ablate)
 
 
@@ -64,6 +71,8 @@ def _progress(event: dict[str, Any]) -> None:
         line = f"{who}: validation score {event['score']}"
     elif kind == "chosen":
         line = f"tuning: chose {event['setting']} (score {event['score']}), {event['config']}"
+    elif kind == "world":
+        line = f"building the imbalanced world (+{event['extra_normals']} normal studies) at {event['out']}"
     elif kind == "cancelled":
         line = f"{who}: cancelled at step {event.get('step')}"
     else:
@@ -81,6 +90,7 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
         parse_variants,
         resolve_config,
         run_ablation,
+        run_imbalance,
         tune,
     )
     from training.dataset import DatasetError
@@ -100,9 +110,18 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
                           device=args.device, restart=restart_tuning,
                           train_kwargs=train_kwargs, emit=_progress)
             config = chosen.config
+        if args.imbalance is not None:
+            imbalance = run_imbalance(args.data, args.out, args.imbalance, variants=variants,
+                                      config=config, device=args.device, cache_dir=args.cache_dir,
+                                      finetune_steps=args.finetune_steps, emit=_progress)
+            print(imbalance.to_markdown())
+            print(f"concord ablate: Table 3 written to {args.out}/table3.md", file=sys.stderr)
+            return 0
+        eval_kwargs = ({"suites": "all,finetune", "finetune_steps": args.finetune_steps}
+                       if args.finetune else {})
         table = run_ablation(args.data, args.out, variants=variants, config=config,
                              split=args.split, device=args.device, restart=restart,
-                             train_kwargs=train_kwargs, emit=_progress)
+                             train_kwargs=train_kwargs, eval_kwargs=eval_kwargs, emit=_progress)
     except AblationCancelled as exc:
         if exc.table is not None and exc.table.rows:
             print(exc.table.to_markdown())

@@ -26,6 +26,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=512, help="image size in pixels (default 512)")
     p.add_argument("--normal-fraction", type=float, default=0.4, help="share of normal studies (default 0.4)")
     p.add_argument("--dicom", action="store_true", help="also write DX/CR DICOM files beside the JPEGs")
+    p.add_argument("--extra-normals", type=int, default=0, metavar="K",
+                   help="add K normal training studies that all carry one identical report "
+                        "(the imbalance study of the paper's Table 3; default 0)")
+    p.add_argument("--extra-normal-report", default="No active lung lesion.", metavar="TEXT",
+                   help="the report of every extra normal study (default: %(default)s)")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
     p.set_defaults(func=_cmd_phantom)
 
@@ -235,10 +240,11 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
         config = WorldConfig(
             studies=args.studies, seed=args.seed, size=args.size,
             normal_fraction=args.normal_fraction, dicom=args.dicom,
+            extra_normals=args.extra_normals, extra_normal_report=args.extra_normal_report,
         )
     except ValueError as exc:
         raise InputError(str(exc)) from exc
-    bar = _progress_bar(args.studies)
+    bar = _progress_bar(args.studies + args.extra_normals)
     start = time.perf_counter()
     try:
         summary = build_world(config, args.out, workers=args.workers, progress=bar.update if bar else None)

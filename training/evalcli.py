@@ -25,7 +25,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="dataset root in MIMIC-CXR-JPG's layout")
     p.add_argument("--suite", default="all",
                    help="all (default), or a comma list of: cxr_align, zero_shot, retrieval, "
-                   "ncd, adversarial, pointing, consistency")
+                   "ncd, adversarial, pointing, consistency, finetune (finetune trains, so "
+                   "'all' leaves it out: name it, e.g. all,finetune)")
+    p.add_argument("--fractions", default="0.1,1.0",
+                   help="finetune suite: fractions of the training patients whose labels are "
+                   "used (default 0.1,1.0: FT10 and FT100)")
+    p.add_argument("--finetune-steps", type=int, default=300,
+                   help="finetune suite: optimiser steps of each full fine-tune (default 300)")
     p.add_argument("-o", "--output", required=True, help="results file to write (JSON)")
     p.add_argument("--split", default="test", choices=SPLIT_CHOICES,
                    help="split to evaluate (default test)")
@@ -54,6 +60,11 @@ def _progress(event: dict[str, Any]) -> None:
         line = f"embedded {event['studies']} {event['split']} studies"
     elif kind == "suite":
         line = f"{event['suite']} done"
+    elif kind == "finetune" and "mean_auc" in event:
+        auc = event["mean_auc"]
+        print(f"concord eval: finetune {event['stage']}: mean AUC "
+              f"{'n/a' if auc is None else f'{auc:.3f}'}", file=sys.stderr)
+        return
     else:
         return
     print(f"concord eval: {line} ({event['seconds']:.1f} s)", file=sys.stderr)
@@ -73,6 +84,17 @@ def format_headline(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _fractions(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise InputError(f"--fractions: expected numbers such as 0.1,1.0, not {text!r}") from None
+    bad = [v for v in values if not 0.0 < v <= 1.0]
+    if not values or bad:
+        raise InputError(f"--fractions: each fraction must be in (0, 1], got {text!r}")
+    return values
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from core_model.checkpoint import CheckpointError
     from training.dataset import DatasetError
@@ -90,6 +112,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             target_sensitivity=args.target_sensitivity, seed=args.seed,
             consistency_studies=args.consistency_studies, save_calibration=args.save_calibration,
             emit=_progress, device=args.device, results_path=output,
+            fractions=_fractions(args.fractions), finetune_steps=args.finetune_steps,
         )
     except (EvalError, DatasetError, CheckpointError) as exc:
         raise InputError(str(exc)) from exc

@@ -160,6 +160,8 @@ def _blocks(results: Mapping[str, Any], calibration: Mapping[str, Any], images: 
         blocks.append(_Block("image", "Headline metrics", file=HEADLINE_PNG))
     if "zero_shot" in results:
         blocks += _zero_shot_blocks(results, images)
+    if "finetune" in results:
+        blocks += _finetune_blocks(results["finetune"])
     blocks += _calibration_blocks(cal, calibration)
     blocks += [
         _Block("h2", "Timings"),
@@ -197,6 +199,23 @@ def _zero_shot_blocks(results: Mapping[str, Any], images: Sequence[str]) -> list
     for name, title in ((ROC_PNG, "Zero-shot ROC curves"), (AUC_PNG, "Zero-shot AUC per finding")):
         if name in images:
             blocks.append(_Block("image", title, file=name))
+    return blocks
+
+
+def _finetune_blocks(ft: Mapping[str, Any]) -> list[_Block]:
+    runs = [k for k in ft if isinstance(ft[k], Mapping) and "mean_auc" in ft[k]]
+    blocks = [_Block("h2", "Fine-tuned classification (linear probe LP, full fine-tune FT)"),
+              _Block("p", f"14 labels; the number is the percentage of training patients whose labels "
+                          f"were used; scored on {ft.get('test_studies')} {ft.get('split')} studies; "
+                          f"{ft.get('steps')} fine-tune steps, {ft.get('probe_epochs')} probe epochs.")]
+    blocks.append(_Block("table", header=("run", "mean AUC", "mean accuracy", "train studies",
+                                          "train patients"), rows=[
+        (k, _fmt(ft[k]["mean_auc"]), _fmt(ft[k]["mean_accuracy"]), str(ft[k]["train_studies"]),
+         str(ft[k]["train_patients"])) for k in runs]))
+    labels = [name for name in ("No Finding", *FINDINGS) if any(name in ft[k]["auc"] for k in runs)]
+    if labels:
+        blocks.append(_Block("table", header=("label", *runs), rows=[
+            (name, *(_fmt(ft[k]["auc"].get(name)) for k in runs)) for name in labels]))
     return blocks
 
 

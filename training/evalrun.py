@@ -44,6 +44,9 @@ from training import evaluate as ev
 from training.dataset import MimicDataset
 
 SUITES = ("cxr_align", "zero_shot", "retrieval", "ncd", "adversarial", "pointing", "consistency")
+#: Suites that train (minutes, not seconds): run only when named, never by ``all``.
+TRAINING_SUITES = ("finetune",)
+ALL_SUITES = (*SUITES, *TRAINING_SUITES)
 #: The metrics of the report's first table, as flat names (suite.key).
 HEADLINE = (
     "cxr_align.A", "cxr_align.B", "zero_shot.mean_auc", "retrieval.top1", "retrieval.top5",
@@ -69,12 +72,14 @@ def parse_suites(suites: str | Iterable[str]) -> tuple[str, ...]:
     names = suites.split(",") if isinstance(suites, str) else list(suites)
     names = [n.strip() for n in names if n.strip()]
     if not names:
-        raise EvalError(f"no suite named; choose all or from: {', '.join(SUITES)}")
-    unknown = [n for n in names if n != "all" and n not in SUITES]
+        raise EvalError(f"no suite named; choose all or from: {', '.join(ALL_SUITES)}")
+    unknown = [n for n in names if n != "all" and n not in ALL_SUITES]
     if unknown:
         raise EvalError(f"unknown suite {', '.join(map(repr, unknown))}; "
-                        f"choose all or from: {', '.join(SUITES)}")
-    return SUITES if "all" in names else tuple(s for s in SUITES if s in names)
+                        f"choose all or from: {', '.join(ALL_SUITES)}")
+    chosen = set(SUITES) if "all" in names else set()
+    chosen.update(n for n in names if n != "all")
+    return tuple(s for s in ALL_SUITES if s in chosen)
 
 
 def _check_folder(folder: Path) -> None:
@@ -187,6 +192,8 @@ def run_eval(
     emit: Emit | None = None,
     device: str | None = None,
     results_path: str | os.PathLike[str] | None = None,
+    fractions: Sequence[float] = (0.1, 1.0),
+    finetune_steps: int = 300,
 ) -> dict[str, Any]:
     """Calibrate on ``calibration_split``, run ``suites`` on ``split``, write results and report.
 
@@ -260,6 +267,7 @@ def run_eval(
         "pointing": lambda: ev.pointing(reader, studies, ev.read_truth(data_root)),
         "consistency": lambda: ev.consistency(reader, studies, seed=seed, backend=backend,
                                               max_studies=consistency_studies),
+        "finetune": lambda: _finetune(reader, data_root, split, fractions, finetune_steps, seed, emit),
     }
     nested: dict[str, dict[str, Any]] = {}
     curves: dict[str, Any] = {}
@@ -305,6 +313,17 @@ def run_eval(
     return results
 
 
+def _finetune(reader: Reader, data_root: Any, split: str, fractions: Sequence[float], steps: int,
+              seed: int, emit: Emit) -> dict[str, Any]:
+    from training.finetune import FinetuneError, finetune_suite
+
+    try:
+        return finetune_suite(reader.model, data_root, split=split, fractions=fractions, steps=steps,
+                              seed=seed, emit=emit)
+    except FinetuneError as exc:
+        raise EvalError(str(exc)) from exc
+
+
 def suite_cases(name: str, result: Mapping[str, Any], studies_n: int) -> int:
     """How many cases a suite's metric rests on (0 when its metric is null).
 
@@ -312,6 +331,9 @@ def suite_cases(name: str, result: Mapping[str, Any], studies_n: int) -> int:
     normal images for NCD, question pairs for adversarial, drawn findings for
     pointing, injected errors for consistency.
     """
+    if name == "finetune":
+        scored = any(isinstance(v, Mapping) and v.get("mean_auc") is not None for v in result.values())
+        return int(result.get("test_studies") or 0) if scored else 0
     count = {
         "cxr_align": result.get("n"),
         "zero_shot": studies_n,
@@ -412,12 +434,13 @@ def metrics_of(results: Mapping[str, Any]) -> dict[str, Any]:
     """The flat metrics of a results dict (results.json, or nested suite results)."""
     if isinstance(results.get("metrics"), Mapping):
         return dict(results["metrics"])
-    return ev.flat({k: v for k, v in results.items() if k in SUITES})
+    return ev.flat({k: v for k, v in results.items() if k in ALL_SUITES})
 
 
 def _is_metric(name: str) -> bool:
     return (name in HEADLINE or name.startswith("zero_shot.auc.")
-            or name == "consistency.recall_lenient")
+            or name == "consistency.recall_lenient"
+            or (name.startswith("finetune.") and name.endswith((".mean_auc", ".mean_accuracy"))))
 
 
 def compare_results(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[MetricRow]:

@@ -71,6 +71,11 @@ class WorldConfig:
     studies_per_patient: float = 1.6
     #: Only these pathologies occur (None: all); focused worlds train fast in tests.
     pathologies: tuple[str, ...] | None = None
+    #: Extra normal training studies that all carry one identical report (the paper's
+    #: Table 3 imbalance study: ~130,000 studies reported "No active lung lesion").
+    #: They come after the regular studies, which are the same as without them.
+    extra_normals: int = 0
+    extra_normal_report: str = "No active lung lesion."
 
     def __post_init__(self) -> None:
         if self.pathologies is not None:
@@ -85,6 +90,10 @@ class WorldConfig:
             raise ValueError(f"image size must be at least 64 px, not {self.size}")
         if self.studies_per_patient < 1.0:
             raise ValueError("studies per patient must be at least 1")
+        if self.extra_normals < 0:
+            raise ValueError(f"extra normal studies must be 0 or more, not {self.extra_normals}")
+        if self.extra_normals and not self.extra_normal_report.strip():
+            raise ValueError("the extra normal studies need a report text")
 
 
 @dataclass(frozen=True)
@@ -93,6 +102,8 @@ class PatientPlan:
     subject_id: int
     split: str
     study_ids: tuple[int, ...]
+    #: One of the extra normal studies (``WorldConfig.extra_normals``).
+    extra: bool = False
 
 
 def stream(seed: int, *key: int | str) -> np.random.Generator:
@@ -117,6 +128,10 @@ def plan_patients(config: WorldConfig) -> list[PatientPlan]:
         split = _split_of(config.seed, index)
         patients.append(PatientPlan(index, SUBJECT_BASE + index, split, studies))
         next_study += count
+    for k in range(config.extra_normals):  # one study each, all in the training split
+        index = len(patients)
+        patients.append(PatientPlan(index, SUBJECT_BASE + index, "train",
+                                    (STUDY_BASE + config.studies + k,), extra=True))
     return patients
 
 
@@ -133,6 +148,11 @@ def _split_of(seed: int, patient: int) -> str:
 def patient_studies(config: WorldConfig, patient: PatientPlan) -> Iterator[StudyTruth]:
     """The studies of one patient, in order, each with findings and changes (no images yet)."""
     prior: StudyTruth | None = None
+    if patient.extra:
+        for study_id in patient.study_ids:
+            yield StudyTruth(subject_id=patient.subject_id, study_id=study_id, split=patient.split,
+                             findings=[])
+        return
     for study_id in patient.study_ids:
         rng = stream(config.seed, "study", study_id)
         study = _sample_study(rng, config, patient, study_id, prior)

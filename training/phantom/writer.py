@@ -146,11 +146,15 @@ def _make_patient(config: WorldConfig, patient: PatientPlan, out: str) -> list[d
                     index=k, study_date=day.strftime("%Y%m%d"), study_time=time_of_day.split(".")[0],
                 )
             study.images.append(image)
-        written = write_report(study, stream(config.seed, "report", study.study_id), prior=prior, view=view)
-        study.report, study.negated, study.template = written.text, list(written.negated), written.template
-        for f in study.findings:
-            if f.observation in written.hedged:
-                f.hedged = True
+        if patient.extra:  # the imbalance study: one identical report for every extra normal
+            study.report, study.negated, study.template = (
+                f"FINDINGS:\n{config.extra_normal_report.strip()}\n", [], "extra-normal")
+        else:
+            written = write_report(study, stream(config.seed, "report", study.study_id), prior=prior, view=view)
+            study.report, study.negated, study.template = written.text, list(written.negated), written.template
+            for f in study.findings:
+                if f.observation in written.hedged:
+                    f.hedged = True
         _atomic_text(folder.with_suffix(".txt"), study.report)
         labels = derive_labels(study)
         records.append({
