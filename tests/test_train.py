@@ -167,6 +167,20 @@ def test_validation_keeps_the_best_model_and_stops_early(world, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_selection_can_include_validation_zero_shot_auc(world, tmp_path):
+    config = TrainConfig(**{**CONFIG.to_json(), "steps": 4, "eval_every": 2,
+                            "select": "cxr_align+zero_shot", "checkpoint_every": 100})
+    events = []
+    train(config, world, tmp_path / "run", emit=events.append)
+    checks = [e for e in events if e["event"] == "validate"]
+    assert len(checks) == 2
+    for e in checks:
+        assert 0.0 <= e["zero_shot_auc"] <= 1.0
+        assert e["score"] == pytest.approx((e["cxr_align_A"] + e["cxr_align_B"] + e["zero_shot_auc"]) / 3)
+    with pytest.raises(ValueError, match="select"):
+        TrainConfig(select="zero_shot_only")
+
+
 def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(world, tmp_path, monkeypatch):
     import errno
 

@@ -53,11 +53,17 @@ class TrainConfig:
     patience: int = 0
     #: At most this many validation studies per validation (0: all).
     eval_studies: int = 500
+    #: What picks the best model and drives early stopping: "cxr_align" (mean of
+    #: tasks A and B) or "cxr_align+zero_shot" (mean of A, B and the validation
+    #: zero-shot mean AUC, against the labels the validation reports state).
+    select: str = "cxr_align"
     #: DataLoader worker processes for image loading and augmentation.
     loader_workers: int = 0
 
     def __post_init__(self) -> None:
         variant_spec(self.variant)
+        if self.select not in ("cxr_align", "cxr_align+zero_shot"):
+            raise ValueError(f"select must be cxr_align or cxr_align+zero_shot, got {self.select!r}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
         for name in ("eval_every", "patience", "eval_studies", "loader_workers"):

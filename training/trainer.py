@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from core_model.checkpoint import load_checkpoint, save_checkpoint
@@ -219,9 +220,71 @@ def validation_triples(pairs: Sequence[Pair], seed: int, limit: int = 0) -> list
     return out
 
 
+@dataclass(frozen=True)
+class _Labelled:
+    pixels: np.ndarray
+    labels: dict[str, int]  # finding -> 1 present / 0 absent or unmentioned (uncertain left out)
+
+
+def validation_labelled(pairs: Sequence[Pair], limit: int = 0) -> list[_Labelled]:
+    """One image per validation study with the findings its report states (for zero-shot AUC)."""
+    from core_model.text.labeler import label_report
+    from core_model.text.observations import FINDINGS, Assertion
+
+    out: list[_Labelled] = []
+    seen: set[str] = set()
+    for p in pairs:
+        study = p.key.split("/")[0]
+        if study in seen:
+            continue
+        seen.add(study)
+        said = label_report(p.text, sections=False).labels
+        labels = {f: int(said[f] is Assertion.PRESENT) for f in FINDINGS if said[f] is not Assertion.UNCERTAIN}
+        out.append(_Labelled(p.pixels, labels))
+        if limit and len(out) >= limit:
+            break
+    return out
+
+
 @torch.no_grad()
-def validate(model: ConcordCLIP, triples: Sequence[_Triple], batch: int = 64) -> dict[str, float]:
-    """CXR-Align A and B of ``model`` on ``triples``; ``score`` is their mean."""
+def zero_shot_auc(model: ConcordCLIP, studies: Sequence[_Labelled], batch: int = 64) -> float | None:
+    """Mean zero-shot ROC AUC (positive vs negated prompts, as the Reader scores) over the findings."""
+    from core_model.inference import POSITIVE_PROMPTS
+    from core_model.text.edits import NEGATIONS
+    from training.evaluate import roc_auc
+
+    if not studies:
+        return None
+    findings = list(POSITIVE_PROMPTS)
+    directions = []
+    for f in findings:
+        pos = model.encode_texts(list(POSITIVE_PROMPTS[f])).float().mean(0)
+        neg = model.encode_texts(list(NEGATIONS[f])).float().mean(0)
+        directions.append(F.normalize(pos, dim=0) - F.normalize(neg, dim=0))
+    direction = torch.stack(directions, 1)  # [D, findings]
+    logits = []
+    for start in range(0, len(studies), batch):
+        chunk = studies[start:start + batch]
+        img = model.encode_image(torch.stack([model.preprocess(s.pixels) for s in chunk]).to(model.device))
+        logits.append((img.float() @ direction.to(img.device)).cpu())
+    scores = torch.cat(logits).numpy()
+    aucs = []
+    for j, f in enumerate(findings):
+        rows = [(float(scores[i, j]), s.labels[f]) for i, s in enumerate(studies) if f in s.labels]
+        value = roc_auc([r[0] for r in rows], [r[1] for r in rows]) if rows else None
+        if value is not None:
+            aucs.append(value)
+    return float(np.mean(aucs)) if aucs else None
+
+
+@torch.no_grad()
+def validate(model: ConcordCLIP, triples: Sequence[_Triple], batch: int = 64,
+             labelled: Sequence[_Labelled] | None = None) -> dict[str, float]:
+    """CXR-Align A and B of ``model`` on ``triples``; ``score`` is their mean.
+
+    With ``labelled`` studies, also ``zero_shot`` (mean AUC) and ``score`` is the
+    mean of A, B and it (``select: cxr_align+zero_shot``).
+    """
     was_training = model.training
     model.eval()
     a = b = 0
@@ -232,9 +295,15 @@ def validate(model: ConcordCLIP, triples: Sequence[_Triple], batch: int = 64) ->
         sims = torch.einsum("bd,bkd->bk", img.float(), texts.float())
         a += int((sims[:, 0] > sims[:, 1]).sum())
         b += int((sims[:, 0] > sims[:, 2]).sum())
-    model.train(was_training)
     n = max(1, len(triples))
-    return {"A": a / n, "B": b / n, "score": (a + b) / (2 * n), "n": len(triples)}
+    out: dict[str, Any] = {"A": a / n, "B": b / n, "score": (a + b) / (2 * n), "n": len(triples)}
+    if labelled is not None:
+        auc = zero_shot_auc(model, labelled, batch)
+        out["zero_shot"] = auc
+        if auc is not None:
+            out["score"] = (a / n + b / n + auc) / 3
+    model.train(was_training)
+    return out
 
 
 # --------------------------------------------------------------------------- the run
@@ -325,6 +394,8 @@ def train(
     if cache_dir is not None and d.main:
         _barrier(d)
     triples = validation_triples(val_pairs, config.seed, config.eval_studies) if d.main else []
+    labelled = (validation_labelled(val_pairs, config.eval_studies)
+                if d.main and config.select == "cxr_align+zero_shot" else None)
     emit({"event": "data", "train_pairs": len(pairs), "skipped": skipped,
           "validation_triples": len(triples)})
     if len(pairs) < config.batch_size:
@@ -429,7 +500,7 @@ def train(
                   "data_share": round(data_time / max(elapsed, 1e-9), 3),
                   "eta_s": round((config.steps - step) * elapsed / max(done, 1), 1)})
             if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
-                early = _validate_step(model, tokenizer, config, triples, run, step, record, d,
+                early = _validate_step(model, tokenizer, config, (triples, labelled), run, step, record, d,
                                        device, emit)
             cancelled = _all_true(stop() or (stop_after is not None and done >= stop_after), d, device)
             if step % config.checkpoint_every == 0 or step == config.steps or cancelled or early:
@@ -459,13 +530,15 @@ def train(
     return final
 
 
-def _validate_step(model: ConcordCLIP, tokenizer: Any, config: TrainConfig, triples: Sequence[_Triple],
+def _validate_step(model: ConcordCLIP, tokenizer: Any, config: TrainConfig,
+                   data: tuple[Sequence[_Triple], Sequence[_Labelled] | None],
                    run: Path, step: int, record: dict[str, Any], d: _Dist, device: str,
                    emit: Emit) -> bool:
     """Validate on rank 0, keep the best model in run/best; True when it is time to stop early."""
     stop = 0.0
     if d.main:
-        scores = validate(model, triples)
+        triples, labelled = data
+        scores = validate(model, triples, labelled=labelled)
         improved = record["best"] is None or scores["score"] > record["best"]
         if improved:
             record.update(best=scores["score"], best_step=step, bad=0, best_detail=scores)
@@ -473,6 +546,7 @@ def _validate_step(model: ConcordCLIP, tokenizer: Any, config: TrainConfig, trip
         else:
             record["bad"] += 1
         emit({"event": "validate", "step": step, "cxr_align_A": scores["A"], "cxr_align_B": scores["B"],
+              **({"zero_shot_auc": scores["zero_shot"]} if "zero_shot" in scores else {}),
               "score": scores["score"], "n": scores["n"], "best": record["best"],
               "best_step": record["best_step"]})
         stop = float(bool(config.patience) and record["bad"] >= config.patience)
