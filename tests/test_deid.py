@@ -209,3 +209,13 @@ def test_a_whole_report_keeps_its_labels() -> None:
 def test_rejects_non_text() -> None:
     with pytest.raises(TypeError):
         deidentify(None)  # type: ignore[arg-type]
+
+
+def test_security_doc_lists_every_case():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "security.md").read_text(encoding="utf-8")
+    for description, given, expected in CASES:
+        escaped = given.replace("|", "\\|").replace("\n", " ")
+        assert f"`{escaped}`" in doc, description
+        assert f"`{expected.replace('|', chr(92) + '|').replace(chr(10), ' ')}`" in doc, description
