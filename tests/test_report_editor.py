@@ -132,7 +132,10 @@ def assert_well_formed(flags: list[Flag], text: str) -> None:
 
 
 def test_demo_flip_study_flags_arrive_underlined(qtbot, make_editor, worklist, reader):
-    study = study_by_kind(worklist, "flip", "Enlarged Cardiomediastinum")
+    # study-05: the draft denies the support devices the image shows (the bundled model's
+    # AUC for devices is 0.71; for a widened mediastinum, study-01's error, it is 0.63 and
+    # the model misses that one: resources/models/README.md)
+    study = study_by_kind(worklist, "flip", "Support Devices")
     draft = worklist.draft(study)
     editor = make_editor(debounce_ms=100)
     editor.set_reader(reader)
@@ -153,11 +156,11 @@ def test_demo_flip_study_flags_arrive_underlined(qtbot, make_editor, worklist, r
         assert draft[heading[0]:heading[1]] == "FINDINGS:"
         assert (*heading, KIND_COLORS["omission"]) in underlines
 
-    # The injected error: the draft denies the widened mediastinum the image shows.
+    # The injected error: the draft denies the devices the image shows.
     wrong = next(f for f in flags if f.sentence == study.error.sentence)
-    assert (wrong.kind, wrong.entity) == ("contradiction", "Enlarged Cardiomediastinum")
+    assert (wrong.kind, wrong.entity) == ("contradiction", "Support Devices")
     tip = editor.tooltip_at(wrong.span[0] + 1)
-    assert "Enlarged Cardiomediastinum" in tip and "Contradiction" in tip and "p = " in tip
+    assert "Support Devices" in tip and "Contradiction" in tip and "p = " in tip
     assert wrong.heatmap is not None and wrong.heatmap.ndim == 2
 
 
