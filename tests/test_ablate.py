@@ -62,12 +62,12 @@ def test_table_has_both_variants_in_the_papers_order(finished):
     assert [e["variant"] for e in events if e["event"] == "train"] == ["clip", "clip-n"]
     for row in table.rows:
         assert row.values["align_a"] is not None and row.values["retrieval_top1"] is not None
-        assert row.values["ft10"] is None and row.values["ft100"] is None  # not measured yet
+        assert row.values["ft10"] is None and row.values["ft100"] is None  # no --finetune
         assert (out / row.variant / "eval" / "results.json").is_file()
         assert (out / row.variant / "run" / "model").is_dir()
     md = (out / "table.md").read_text()
     assert "| CLIP |" in md and "| CLIP^N |" in md and "Align A" in md and "FT10" in md
-    assert "Not measured: FT10, FT100" in md
+    assert "FT10 / FT100: run with --finetune" in md
     assert md == table.to_markdown()
     data = json.loads((out / "table.json").read_text())
     assert [r["name"] for r in data["rows"]] == ["CLIP", "CLIP^N"] and data["split"] == "test"

@@ -225,8 +225,8 @@ def _remove(name: str) -> Callable[[Path], None]:
         (_labels, r"label list differs.*lacks \['Support Devices'\], has unknown \['Hernia'\]"),
         (_backbone, r"wrong architecture: unknown image backbone 'no_such_net'"),
         (_unknown_key, r"unknown key 'graph\.layers'"),
-        (_embed_dim, r"tensor 'image_proj\.weight' has shape \(128, 192\), the model expects "
-                     r"\(64, 192\)"),
+        (_embed_dim, r"tensor 'image_proj\.weight' has shape \(128, 256\), the model expects "
+                     r"\(64, 256\)"),
         (_bad_shape, r"tensor 'text_proj\.weight' has shape \(7, 7\)"),
         (_drop_tensor, r"lacks 1 tensor\(s\): graph_proj\.weight"),
         (_extra_tensor, r"1 unexpected tensor\(s\): surprise"),
