@@ -521,3 +521,15 @@ def test_importing_from_the_file_menu_lists_rejections_and_keeps_working(qtbot, 
     assert window.import_mimic(str(tmp_path / "incoming")) is None  # not a dataset: a message
     assert "Import failed" in window.statusBar().currentMessage()
     assert window.worklist.study_ids()  # the worklist is intact
+
+
+def test_thumbnails_arrive_after_the_image_and_belong_to_the_open_study(qtbot, storage):
+    window = make_window(qtbot, storage)
+    first, second = window.worklist.study_ids()[:2]
+    window.worklist.select_study(first)
+    window.worklist.select_study(second)  # before the first study's thumbnails could arrive
+    qtbot.waitUntil(lambda: window._image_shown and not window._loaders, timeout=15_000)
+    assert window._study.study_id == second
+    assert window.thumbnails.count() == len(storage.images(second))
+    icon = window.thumbnails.item(0).icon()
+    assert not icon.isNull()

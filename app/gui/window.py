@@ -117,6 +117,8 @@ class MainWindow(QMainWindow):
         self._settings_problem = settings_problem
         self._index_dir = Path(index_dir) if index_dir else None
         self._dialogs: list[Any] = []
+        self._loaders: list[Any] = []  # thumbnail jobs, kept alive until they report
+        self._thumbnails_pending = False
         self._named_actions: dict[str, QAction] = {}
         self._local_shortcuts: list[QShortcut] = []
         self._study: OpenStudy | None = None
@@ -390,10 +392,7 @@ class MainWindow(QMainWindow):
         self.thumbnails.set_items([
             f"{i.view_position or '?'}" for i in images
         ])
-        for index, path in enumerate(paths):
-            loader = ImageLoader(path, index, thumbnail_size=72)
-            loader.signals.loaded.connect(self._on_thumbnail)
-            self._pool.start(loader)
+        self._thumbnails_pending = True  # started once the shown image is painted (it goes first)
         if paths:
             first = paths.index(frontal[0]) if frontal else 0
             self.thumbnails.set_current(first)
@@ -431,13 +430,30 @@ class MainWindow(QMainWindow):
             return
         self.viewer.open_async(self._study.paths[index])
 
-    def _on_thumbnail(self, index: int, image: Any, thumb: Any) -> None:
+    def _on_thumbnail(self, study_id: int, index: int, thumb: Any, job: Any) -> None:
+        if job in self._loaders:
+            self._loaders.remove(job)
+        if self._study is None or self._study.study_id != study_id:
+            return  # a thumbnail of the study shown before
         if thumb is not None and 0 <= index < self.thumbnails.count():
             self.thumbnails.set_thumbnail(index, thumb)
+
+    def _start_thumbnails(self) -> None:
+        if self._study is None or not self._thumbnails_pending:
+            return
+        self._thumbnails_pending = False
+        study_id = self._study.study_id
+        for index, path in enumerate(self._study.paths):
+            loader = ImageLoader(path, index, thumbnail_size=72)
+            loader.signals.loaded.connect(
+                lambda i, _image, thumb, sid=study_id, job=loader: self._on_thumbnail(sid, i, thumb, job))
+            self._loaders.append(loader)
+            self._pool.start(loader)
 
     def _on_image_loaded(self, image: Any) -> None:
         self.metadata.set_image(image)
         self._image_shown = True
+        QTimer.singleShot(0, self._start_thumbnails)
         current = self.flags_panel.current_flag_index()
         flags = self.editor.flags()
         if 0 <= current < len(flags):
