@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +28,9 @@ from core_model.index import ReportIndex
 from core_model.text.observations import OBSERVATIONS
 
 ROOT = Path(__file__).resolve().parents[1]
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+#: Screenshots go to a temporary folder; set CONCORD_SCREENSHOTS_DIR=docs/screenshots to refresh
+#: the documentation's (tests never change tracked files otherwise).
+SCREENSHOTS = Path(os.environ.get("CONCORD_SCREENSHOTS_DIR") or tempfile.mkdtemp(prefix="concord-shots-"))
 DIM = 16
 VERSION = "stub-v1"
 IMAGE = np.full((64, 64), 0.5, np.float32)  # any 2-D array is a study image for the stub

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import keyring
@@ -47,7 +49,9 @@ from core_model.inference import Reader
 from core_model.text.rewrite.gemini import DEFAULT_MODEL
 
 ROOT = Path(__file__).resolve().parents[1]
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+#: Screenshots go to a temporary folder; set CONCORD_SCREENSHOTS_DIR=docs/screenshots to refresh
+#: the documentation's (tests never change tracked files otherwise).
+SCREENSHOTS = Path(os.environ.get("CONCORD_SCREENSHOTS_DIR") or tempfile.mkdtemp(prefix="concord-shots-"))
 SECRET = "AIza-test-secret-0123456789"
 
 
