@@ -164,6 +164,43 @@ def load_demo(storage: Storage, path: str | os.PathLike[str] = DEMO_DIR) -> list
     return records
 
 
+def build_demo_prior_index(reader: Any, directory: str | os.PathLike[str],
+                           path: str | os.PathLike[str] = DEMO_DIR) -> Path:
+    """A prior-report index of the demo studies (their true reports), for the Priors panel.
+
+    Each demo study is a prior of the others: ids are the accession numbers (the
+    panel leaves the open study out by them), texts the true reports, images the
+    studies' frontal views.  Written to ``directory`` with the reader's model version.
+    """
+    import numpy as np
+
+    from core_model.index import ReportIndex
+    from core_model.inference import as_study_image
+    from core_model.text.labeler import label_report
+    from core_model.text.rewrite import get_backend
+
+    worklist = demo_worklist(path)
+    backend = get_backend("rules")
+    ids, texts, reports, labels, images = [], [], [], [], []
+    for study in worklist.studies:
+        sentences = backend.single_entity(study.true_text)
+        if not sentences:
+            continue
+        ids.append(study.accession_number)
+        texts.append(" ".join(sentences))
+        reports.append(study.true_text)
+        said = label_report(study.true_text).labels
+        labels.append({name: value.chexpert for name, value in said.items()})
+        frontal = [as_study_image(worklist.root / f) for f in study.files]
+        images.append(reader.embed_study(frontal, key=f"demo-prior:{study.folder}").embedding)
+    index = ReportIndex(dim=reader.model.embed_dim, model_version=reader.model_version)
+    index.add(ids, reader.embed_texts(texts).astype(np.float32), np.stack(images).astype(np.float32),
+              labels, reports)
+    index.build()
+    index.save(directory)
+    return Path(directory)
+
+
 # ----------------------------------------------------------------------------- building
 
 

@@ -533,3 +533,20 @@ def test_thumbnails_arrive_after_the_image_and_belong_to_the_open_study(qtbot, s
     assert window.thumbnails.count() == len(storage.images(second))
     icon = window.thumbnails.item(0).icon()
     assert not icon.isNull()
+
+
+def test_the_demo_indexes_its_studies_as_priors(qtbot, storage, tmp_path):
+    from app.demo import DEMO_MODEL_DIR
+
+    window = MainWindow(storage, model_dir=DEMO_MODEL_DIR, demo=True, autosave_s=60,
+                        index_dir=tmp_path / "priors")
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitUntil(lambda: window.reader is not None, timeout=60_000)
+    qtbot.waitUntil(lambda: (tmp_path / "priors" / "index.json").is_file(), timeout=60_000)
+    window.worklist.select_study(window.worklist.study_ids()[0])
+    window.side_tabs.setCurrentWidget(window.priors_panel)
+    qtbot.waitUntil(lambda: len(window.priors_panel.hits()) > 0, timeout=30_000)
+    own = storage.study(window.worklist.study_ids()[0]).accession_number
+    assert own not in {h.study_id for h in window.priors_panel.hits()}  # never its own report
+    assert window.banner.isVisible()

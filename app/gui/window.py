@@ -751,7 +751,27 @@ class MainWindow(QMainWindow):
 
         if self.reader is None:
             return
-        directory = self._index_dir or default_index_dir(self.model_version or "unknown")
+        version = self.model_version or "unknown"
+        directory = self._index_dir or default_index_dir(version)
+        if self.demo and self._index_dir is None:  # never mixed with a real worklist's priors
+            directory = default_index_dir(version).parent.with_name("demo-prior-index") / version
+        if self.demo and not (Path(directory) / "index.json").is_file():
+            # the demo's priors are the other demo studies: index them once, in the background
+            from app.demo import build_demo_prior_index
+            from app.report.worker import MODEL_LOCK
+
+            reader = self.reader
+
+            def build() -> Any:
+                with MODEL_LOCK:  # the reader is shared with the editor's checks
+                    return build_demo_prior_index(reader, directory)
+
+            self._index_job = run_in_background(
+                build,
+                lambda _d: self.priors_panel.open_index(reader, directory),
+                lambda m: self.statusBar().showMessage(f"Demo priors not indexed: {m}", 10_000),
+                self._pool)
+            return
         self.priors_panel.open_index(self.reader, directory)
 
     def _insert_sentence(self, sentence: str) -> None:
