@@ -54,9 +54,29 @@ def _quiet(monkeypatch, tmp_path):
     monkeypatch.setenv("CONCORD_RECOVERY_DIR", str(tmp_path / "recovery"))
 
 
+#: Databases the window is tested on: SQLite always; PostgreSQL too when
+#: CONCORD_TEST_POSTGRES_URL names an empty test database (.ci/run starts one).
+BACKENDS = ["sqlite"] + (["postgresql"] if os.environ.get("CONCORD_TEST_POSTGRES_URL") else [])
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'concord.db'}"
+    import sqlalchemy as sa
+
+    url = os.environ["CONCORD_TEST_POSTGRES_URL"]
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:  # every test starts from an empty database
+        conn.exec_driver_sql("DROP SCHEMA public CASCADE")
+        conn.exec_driver_sql("CREATE SCHEMA public")
+    engine.dispose()
+    return url
+
+
 @pytest.fixture
-def storage(tmp_path):
-    store = Storage.open(f"sqlite:///{tmp_path / 'concord.db'}")
+def storage(db_url):
+    store = Storage.open(db_url)
     sign_in(store, "alice")
     load_demo(store)
     yield store
@@ -232,11 +252,10 @@ def test_a_storage_failure_keeps_the_text_in_a_recovery_file(qtbot, storage):
     assert not recovery.exists()
 
 
-def test_a_concurrent_edit_is_detected_and_the_text_kept(qtbot, storage, tmp_path):
+def test_a_concurrent_edit_is_detected_and_the_text_kept(qtbot, storage, db_url):
     window = make_window(qtbot, storage)
     study_id = open_first(qtbot, window)
-    with Storage.open(storage.location if "://" in storage.location
-                      else f"sqlite:///{tmp_path / 'concord.db'}") as other:
+    with Storage.open(db_url) as other:
         other.ensure_user("bob")
         other.set_current_user("bob")
         theirs = other.report(study_id)
@@ -294,8 +313,8 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def test_an_edit_survives_a_killed_process(storage, tmp_path):
-    url = f"sqlite:///{tmp_path / 'concord.db'}"
+def test_an_edit_survives_a_killed_process(storage, db_url):
+    url = db_url
     study_id = storage.studies()[0].id
     words = "Interval increase in the right pleural effusion."
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "OMP_NUM_THREADS": "1"}
