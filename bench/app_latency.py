@@ -26,6 +26,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _qt import pause as _pause  # noqa: E402
+from _qt import wait as _wait  # noqa: E402
 
 
 def big_dicom(source: Path, folder: Path) -> Path:
@@ -144,22 +148,6 @@ def main() -> int:
     show("open -> first flags (tiny model, CPU)", rows["flags"], 1000)
     show("type one sentence -> re-check shown", rows["recheck"], 100)
     return 0
-
-
-def _wait(app, condition, seconds: float) -> None:  # noqa: ANN001
-    end = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > end:
-            raise SystemExit(f"timed out after {seconds} s")
-        app.processEvents()
-        time.sleep(0.001)
-
-
-def _pause(app, seconds: float) -> None:  # noqa: ANN001
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        app.processEvents()
-        time.sleep(0.005)
 
 
 if __name__ == "__main__":

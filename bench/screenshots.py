@@ -15,11 +15,14 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _qt import pause as _pause  # noqa: E402
+from _qt import wait as _wait  # noqa: E402
 
 
 def main() -> int:
@@ -78,22 +81,6 @@ def main() -> int:
     for path in written:
         print(path)
     return 0
-
-
-def _wait(app, condition, seconds: float) -> None:  # noqa: ANN001
-    end = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > end:
-            raise SystemExit(f"timed out after {seconds} s")
-        app.processEvents()
-        time.sleep(0.02)
-
-
-def _pause(app, seconds: float) -> None:  # noqa: ANN001
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        app.processEvents()
-        time.sleep(0.02)
 
 
 if __name__ == "__main__":
