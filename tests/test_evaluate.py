@@ -118,3 +118,38 @@ def test_evaluate_all_on_the_tiny_model(trained):  # noqa: F811
     assert metrics["cxr_align.A"] > 0.5, metrics["cxr_align.A"]
     again = flat(evaluate_all(reader, trained["root"], split="test", seed=0, consistency_studies=30))
     assert again == metrics  # seeded: the same numbers twice
+
+
+def test_ncd_on_hand_made_embeddings_returns_the_known_accuracy():
+    """Four normal images, 3,500 abnormal reports: N is capped at 2,999 and exactly the
+    normal images whose own report beats every abnormal one count as correct."""
+    from training import evaluate as ev
+
+    dim = 8
+    abnormal_dir = np.eye(dim)[0]
+    texts = {f"abnormal report {i}.": abnormal_dir for i in range(3500)}
+    # normal reports: two point where their images point (found), two point elsewhere (missed)
+    normal_texts = {"normal a.": np.eye(dim)[1], "normal b.": np.eye(dim)[2],
+                    "normal c.": np.eye(dim)[3], "normal d.": np.eye(dim)[4]}
+    texts.update(normal_texts)
+
+    class StubReader:
+        def embed_texts(self, batch):
+            return np.stack([texts[t] for t in batch]).astype(np.float32)
+
+    def study(i, text, embedding, labels):
+        return ev.Study(study_id=i, dicom_id=str(i), text=text, labels=labels,
+                        embedding=np.asarray(embedding, np.float32), logits={})
+
+    normal_labels = {f: "" for f in FINDINGS}
+    abnormal_labels = {**normal_labels, "Pleural Effusion": "1"}
+    tilt = 0.6 * np.eye(dim)[0]
+    studies = [
+        study(0, "normal a.", np.eye(dim)[1], normal_labels),           # own report wins
+        study(1, "normal b.", np.eye(dim)[2], normal_labels),           # own report wins
+        study(2, "normal c.", np.eye(dim)[0], normal_labels),           # abnormal reports win
+        study(3, "normal d.", tilt + 0.5 * np.eye(dim)[4], normal_labels),  # 0.6 > 0.5: missed
+    ] + [study(10 + i, t, abnormal_dir, abnormal_labels) for i, t in enumerate(list(texts)[:3500])]
+    out = ev.ncd(StubReader(), studies, seed=0)
+    assert out["n"] == 2999 and out["images_n"] == 4
+    assert out["accuracy"] == pytest.approx(0.5)
