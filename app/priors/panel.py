@@ -69,6 +69,7 @@ from app.priors.search import (
     no_index_message,
 )
 from app.priors.worker import IndexOpener, PriorWorker
+from app.report.panel import step_view
 from app.report.style import EDITOR_FONT_FAMILIES, SELECTED_BACKGROUND
 
 #: Wait after the last keystroke in the draft before searching by text again.
@@ -546,12 +547,7 @@ class PriorsPanel(QWidget):
         self._step_hit(-1)
 
     def _step_hit(self, delta: int) -> None:
-        rows = self.model.rowCount()
-        if not rows:
-            return
-        current = self.view.currentIndex()
-        row = current.row() + delta if current.isValid() else 0
-        self.select_hit(max(0, min(rows - 1, row)))
+        step_view(self.view, delta)
 
     # ----------------------------------------------------------------- sentences
 

@@ -319,13 +319,7 @@ class FlagsPanel(QWidget):
         self._step(-1)
 
     def _step(self, delta: int) -> None:
-        rows = self.proxy.rowCount()
-        if not rows:
-            return
-        current = self.view.currentIndex()
-        row = current.row() + delta if current.isValid() else 0
-        row = max(0, min(rows - 1, row))
-        self.view.setCurrentIndex(self.proxy.index(row, 0))
+        step_view(self.view, delta)
 
     # ----------------------------------------------------------------- decisions
 
@@ -418,3 +412,14 @@ class FlagsPanel(QWidget):
         if review.reason:
             lines.append(f"<b>Dismissed:</b> {review.reason}")
         self.suggestion.setText("<br>".join(lines))
+
+
+def step_view(view: QAbstractItemView, delta: int) -> None:
+    """Move a list view's current row by ``delta``, clamped to its rows (the first row if none)."""
+    model = view.model()
+    rows = model.rowCount()
+    if not rows:
+        return
+    current = view.currentIndex()
+    row = current.row() + delta if current.isValid() else 0
+    view.setCurrentIndex(model.index(max(0, min(rows - 1, row)), 0))
