@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,6 +34,28 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.fail(f"shared test data not found at {SHARED_DATA} (it sits beside the project)")
     return SHARED_DATA
+
+
+#: Databases the storage-backed tests run on: SQLite always; PostgreSQL too when
+#: CONCORD_TEST_POSTGRES_URL names a test database that may be emptied (.ci/run
+#: starts a throw-away server and sets it).
+DATABASE_BACKENDS = ["sqlite"] + (["postgresql"] if os.environ.get("CONCORD_TEST_POSTGRES_URL") else [])
+
+
+@pytest.fixture(params=DATABASE_BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A URL of an empty database: a new SQLite file, or the emptied PostgreSQL test database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'concord.db'}"
+    import sqlalchemy as sa
+
+    url = os.environ["CONCORD_TEST_POSTGRES_URL"]
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:  # every test starts from an empty database
+        conn.exec_driver_sql("DROP SCHEMA public CASCADE")
+        conn.exec_driver_sql("CREATE SCHEMA public")
+    engine.dispose()
+    return url
 
 
 @pytest.fixture

@@ -54,26 +54,6 @@ def _quiet(monkeypatch, tmp_path):
     monkeypatch.setenv("CONCORD_RECOVERY_DIR", str(tmp_path / "recovery"))
 
 
-#: Databases the window is tested on: SQLite always; PostgreSQL too when
-#: CONCORD_TEST_POSTGRES_URL names an empty test database (.ci/run starts one).
-BACKENDS = ["sqlite"] + (["postgresql"] if os.environ.get("CONCORD_TEST_POSTGRES_URL") else [])
-
-
-@pytest.fixture(params=BACKENDS)
-def db_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'concord.db'}"
-    import sqlalchemy as sa
-
-    url = os.environ["CONCORD_TEST_POSTGRES_URL"]
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:  # every test starts from an empty database
-        conn.exec_driver_sql("DROP SCHEMA public CASCADE")
-        conn.exec_driver_sql("CREATE SCHEMA public")
-    engine.dispose()
-    return url
-
-
 @pytest.fixture
 def storage(db_url):
     store = Storage.open(db_url)
@@ -254,14 +234,25 @@ def test_a_storage_failure_keeps_the_text_in_a_recovery_file(qtbot, storage):
     assert not recovery.exists()
 
 
+OTHER_WRITER = textwrap.dedent("""
+    import sys
+    from app.storage import Storage
+    with Storage.open(sys.argv[1]) as other:
+        other.ensure_user("bob")
+        other.set_current_user("bob")
+        theirs = other.report(int(sys.argv[2]))
+        other.save_report(int(sys.argv[2]), theirs.text + " Bob's addition.",
+                          expected_version=theirs.version)
+""")
+
+
 def test_a_concurrent_edit_is_detected_and_the_text_kept(qtbot, storage, db_url):
     window = make_window(qtbot, storage)
     study_id = open_first(qtbot, window)
-    with Storage.open(db_url) as other:
-        other.ensure_user("bob")
-        other.set_current_user("bob")
-        theirs = other.report(study_id)
-        other.save_report(study_id, theirs.text + " Bob's addition.", expected_version=theirs.version)
+    # a second Concord process on the same database saves first
+    other = subprocess.run([sys.executable, "-c", OTHER_WRITER, db_url, str(study_id)],
+                           capture_output=True, text=True, timeout=120)
+    assert other.returncode == 0, other.stderr
     type_text(window, " Alice's addition.")
     seen = []
     window.keeper.conflict.connect(seen.append)

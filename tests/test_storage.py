@@ -1,17 +1,21 @@
 """The storage layer: migrations, reports and their versions, concurrency, flags and
 sign-off, the model registry and its roles, the append-only audit log, error mapping.
 
-Every test uses its own SQLite file in ``tmp_path``.
+Every test runs on its own SQLite file in ``tmp_path`` and, when
+CONCORD_TEST_POSTGRES_URL names a test database (``.ci/run`` starts one), again on
+an emptied PostgreSQL database: the same storage code and migrations serve both.
 """
 
 from __future__ import annotations
 
 import errno
+import socket
 import sqlite3
 import threading
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -98,8 +102,8 @@ EFFUSION = {
 
 
 @pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'concord.db'}"
+def url(db_url: str) -> str:
+    return db_url
 
 
 @pytest.fixture
@@ -117,8 +121,32 @@ def study_id(storage: Storage) -> int:
     return storage.upsert_study(STUDY, images=IMAGES).id
 
 
-def raw(url: str) -> sqlite3.Connection:
-    return sqlite3.connect(url.removeprefix("sqlite:///"))
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def other_program(url: str, sql: str) -> None:
+    """Run ``sql`` the way another program would: its own connection, not Concord's engine."""
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql(sql)
+    finally:
+        engine.dispose()
+
+
+def append_only_triggers(conn: sa.Connection) -> set[str]:
+    """Names of the triggers that keep the audit log and report versions append-only."""
+    if conn.dialect.name == "sqlite":
+        sql = "SELECT name FROM sqlite_master WHERE type = 'trigger'"
+    else:
+        sql = "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal"
+    return set(conn.exec_driver_sql(sql).scalars())
+
+
+def expected_triggers(url: str) -> set[str]:
+    events = ("update", "delete") if is_sqlite(url) else ("change", "truncate")
+    return {f"{t}_no_{e}" for t in ("audit_log", "report_versions") for e in events}
 
 
 # -- migrations ----------------------------------------------------------------------------
@@ -130,16 +158,10 @@ def test_open_creates_every_table_from_empty(url: str) -> None:
         assert names == TABLES | {"alembic_version"}
         assert st.schema_revision == db.head_revision()
         with st.engine.connect() as conn:
-            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
-            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
-            triggers = conn.exec_driver_sql(
-                "SELECT name FROM sqlite_master WHERE type = 'trigger'"
-            ).scalars()
-            assert set(triggers) == {
-                f"{t}_no_{e}"
-                for t in ("audit_log", "report_versions")
-                for e in ("update", "delete")
-            }
+            if is_sqlite(url):
+                assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+                assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert append_only_triggers(conn) == expected_triggers(url)
         [entry] = st.audit_log()
         assert (entry.action, entry.details) == ("schema.upgrade", {"from": None, "to": db.head_revision()})
 
@@ -202,19 +224,14 @@ def test_downgrade_to_base_and_upgrade_again(url: str) -> None:
         db.upgrade(st.engine, "head")
         assert set(sa.inspect(st.engine).get_table_names()) == TABLES | {"alembic_version"}
         with st.engine.connect() as conn:
-            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
-            assert (
-                conn.exec_driver_sql(
-                    "SELECT count(*) FROM sqlite_master WHERE type = 'trigger'"
-                ).scalar()
-                == 4
-            )
+            if is_sqlite(url):
+                assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            assert append_only_triggers(conn) == expected_triggers(url)
 
 
 def test_a_database_from_a_newer_concord_is_refused(url: str) -> None:
     Storage.open(url).close()
-    with raw(url) as conn:
-        conn.execute("UPDATE alembic_version SET version_num = '9999'")
+    other_program(url, "UPDATE alembic_version SET version_num = '9999'")
     with pytest.raises(MigrationError, match="schema '9999', newer than this version"):
         Storage.open(url)
 
@@ -224,6 +241,18 @@ def test_an_unusable_location_is_one_clear_error(tmp_path: Path) -> None:
     blocker.write_text("not a folder")
     with pytest.raises(DatabaseUnavailable, match="cannot create the database folder"):
         Storage.open(f"sqlite:///{blocker / 'sub' / 'concord.db'}")
+
+
+def test_an_unreachable_database_server_is_one_clear_error() -> None:
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"postgresql+psycopg://concord:secret@127.0.0.1:{port}/concord"
+    with pytest.raises(DatabaseUnavailable) as info:
+        Storage.open(url)
+    message = str(info.value)
+    assert "\n" not in message and f"127.0.0.1:{port}" in message
+    assert "secret" not in message  # the password never reaches an error message or log
 
 
 def test_default_database_is_in_the_per_user_data_folder(
@@ -574,8 +603,10 @@ def test_the_database_itself_allows_one_active_model(url: str, storage: Storage)
     register(storage, "m-001", passed=True)
     register(storage, "m-002", passed=True)
     storage.activate_model("m-001")
-    with raw(url) as conn, pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
-        conn.execute("UPDATE models SET active = 1 WHERE model_version = 'm-002'")
+    true = "1" if is_sqlite(url) else "true"
+    with pytest.raises(sa.exc.IntegrityError, match="(?i)unique"):
+        other_program(url, f"UPDATE models SET active = {true} WHERE model_version = 'm-002'")
+    assert [m.model_version for m in storage.models() if m.active] == ["m-001"]
 
 
 # -- audit log -----------------------------------------------------------------------------
@@ -639,12 +670,15 @@ def test_triggers_refuse_update_and_delete(
     url: str, storage: Storage, study_id: int, table: str
 ) -> None:
     storage.save_report(study_id, "Original.", expected_version=0)
-    with raw(url) as conn:
-        with pytest.raises(sqlite3.IntegrityError, match=f"{table} is append-only: UPDATE"):
-            conn.execute(f"UPDATE {table} SET id = id")
-        with pytest.raises(sqlite3.IntegrityError, match=f"{table} is append-only: DELETE"):
-            conn.execute(f"DELETE FROM {table}")
-    with Session(storage.engine) as session, pytest.raises(sa.exc.IntegrityError):
+    # SQLite raises an integrity error; PostgreSQL's trigger an insufficient-privilege one
+    with pytest.raises(sa.exc.DatabaseError, match=f"{table} is append-only: UPDATE"):
+        other_program(url, f"UPDATE {table} SET id = id")
+    with pytest.raises(sa.exc.DatabaseError, match=f"{table} is append-only: DELETE"):
+        other_program(url, f"DELETE FROM {table}")
+    if not is_sqlite(url):
+        with pytest.raises(sa.exc.DatabaseError, match=f"{table} is append-only: TRUNCATE"):
+            other_program(url, f"TRUNCATE {table} CASCADE")
+    with Session(storage.engine) as session, pytest.raises(sa.exc.DatabaseError, match="append-only"):
         session.execute(sa.text(f"DELETE FROM {table}"))
     assert storage.report_history(study_id)[0].text == "Original."
     assert len(storage.audit_log()) > 0
@@ -664,9 +698,11 @@ def failing_commit(exc: BaseException):
     "failure",
     [
         sa.exc.OperationalError("COMMIT", {}, sqlite3.OperationalError("database or disk is full")),
+        sa.exc.OperationalError("COMMIT", {}, psycopg.errors.DiskFull(
+            'could not extend file "base/16384/16590": No space left on device')),
         OSError(errno.ENOSPC, "No space left on device"),
     ],
-    ids=["sqlite-full", "enospc"],
+    ids=["sqlite-full", "postgresql-53100", "enospc"],
 )
 def test_a_full_disk_keeps_the_text_and_changes_nothing(
     storage: Storage, study_id: int, monkeypatch: pytest.MonkeyPatch, failure: BaseException
@@ -690,19 +726,25 @@ def test_a_locked_database_is_reported_in_one_line(url: str, tmp_path: Path) -> 
     with Storage.open(url, user="ada", busy_timeout=0.2) as st:
         st.ensure_user("ada", "admin")
         sid = st.upsert_study(STUDY).id
-        holder = raw(url)
-        holder.isolation_level = None
-        holder.execute("BEGIN IMMEDIATE")  # another program holds the write lock
+        # another program holds the write lock: the whole SQLite file, or PostgreSQL's
+        # reports table in a mode that still lets others read it
+        holder_engine = sa.create_engine(url)
+        holder = holder_engine.connect()
+        if is_sqlite(url):
+            holder.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            holder.exec_driver_sql("LOCK TABLE reports IN EXCLUSIVE MODE")
         try:
             with pytest.raises(DatabaseLocked) as info:
                 st.save_report(sid, "Dictated text.", expected_version=0)
             assert info.value.unsaved_text == "Dictated text."
             assert "locked by another program (waited 0.2 s" in str(info.value)
             assert "\n" not in str(info.value)
-            assert st.report(sid).version == 0  # reading still works under WAL
+            assert st.report(sid).version == 0  # reading still works
         finally:
-            holder.execute("ROLLBACK")
+            holder.rollback()
             holder.close()
+            holder_engine.dispose()
         assert st.save_report(sid, "Dictated text.", expected_version=0).version == 1
 
 
