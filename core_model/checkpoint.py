@@ -9,6 +9,8 @@ Layout (DESIGN.md section 2)::
       tokenizer/         tokenizer.json
       calibration.json   per-label operating points ({} until calibrated)
       metrics.json       evaluation results ({} when none)
+      prompts.json       optional zero-shot prompt bank (core_model/prompts.py);
+                         without it the built-in prompts are used
       MODEL_CARD.md      for people: data, variant, metrics, intended use
 
 :func:`save_checkpoint` writes into a temporary sibling directory and renames it
@@ -40,6 +42,7 @@ from core_model.model.clip import ConcordCLIP, build_model
 from core_model.model.config import ModelConfig
 from core_model.model.encoders import WeightsError, check_state
 from core_model.model.tokenizer import TOKENIZER_FILE, ConcordTokenizer
+from core_model.prompts import PromptBankError, check_prompt_bank
 from core_model.text.observations import OBSERVATIONS
 
 #: The checkpoint layout this code writes; it reads this and older ones.
@@ -51,6 +54,7 @@ TOKENIZER_DIR = "tokenizer"
 CALIBRATION_FILE = "calibration.json"
 METRICS_FILE = "metrics.json"
 MODEL_CARD_FILE = "MODEL_CARD.md"
+PROMPTS_FILE = "prompts.json"
 #: Files the loader needs (the model card is for people and is not required).
 REQUIRED_FILES: tuple[str, ...] = (
     CONFIG_FILE,
@@ -84,6 +88,8 @@ class Checkpoint:
     thresholds: dict[str, float] = field(default_factory=dict)
     #: The whole config.json, for fields this dataclass does not lift out.
     manifest: dict[str, Any] = field(default_factory=dict)
+    #: prompts.json as saved (None: the model uses the built-in prompts).
+    prompts: dict[str, Any] | None = None
 
 
 # --------------------------------------------------------------------------- version
@@ -122,8 +128,12 @@ def save_checkpoint(
     data_description: str = "",
     extra: dict[str, Any] | None = None,
     thresholds: dict[str, float] | None = None,
+    prompts: dict[str, Any] | None = None,
 ) -> str:
     """Write the checkpoint directory atomically; returns its ``model_version``.
+
+    ``prompts`` is a prompt bank (:func:`core_model.prompts.build_prompt_bank`),
+    written as prompts.json; None writes none.
 
     ``thresholds`` (label -> probability) default to the ``threshold`` entries
     of ``calibration`` when it has them.  An existing checkpoint at
@@ -171,6 +181,11 @@ def save_checkpoint(
             METRICS_FILE: _dumps(metrics),
             MODEL_CARD_FILE: model_card(manifest, metrics, data_description),
         }
+        if prompts is not None:
+            check_prompt_bank(prompts)
+            texts[PROMPTS_FILE] = _dumps(prompts)
+    except PromptBankError as exc:
+        raise CheckpointError(f"{PROMPTS_FILE}: {exc}") from None
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint metadata is not JSON-serialisable: {exc}") from None
 
@@ -321,6 +336,13 @@ def load_checkpoint(
         raise CheckpointError(f"{CONFIG_FILE} has no variant")
     calibration = _read_json(root, CALIBRATION_FILE)
     metrics = _read_json(root, METRICS_FILE)
+    prompts = None
+    if (root / PROMPTS_FILE).exists():
+        prompts = _read_json(root, PROMPTS_FILE)
+        try:
+            check_prompt_bank(prompts)
+        except PromptBankError as exc:
+            raise CheckpointError(f"{PROMPTS_FILE}: {exc}") from None
 
     try:
         tokenizer = ConcordTokenizer.load(root / TOKENIZER_DIR)
@@ -369,6 +391,7 @@ def load_checkpoint(
         labels=tuple(labels),
         thresholds={str(k): float(v) for k, v in thresholds.items()},
         manifest=manifest,
+        prompts=prompts,
     )
 
 

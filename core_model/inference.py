@@ -8,7 +8,10 @@ feed each decision:
 * **zero-shot probability** per finding: the image's similarity to a
   positive prompt ("There is a pleural effusion.") against a negated one ("No
   pleural effusion."), softmaxed with the model's temperature and calibrated
-  with the checkpoint's ``calibration.json`` (per-label operating points);
+  with the checkpoint's ``calibration.json`` (per-label operating points); the
+  prompts are the checkpoint's prompt bank (``prompts.json``, sentences of its
+  training reports, :mod:`core_model.prompts`) where it has one, else the
+  built-in :data:`POSITIVE_PROMPTS` and the CXR-Align negations;
 * **sentence-vs-negation alignment**: does the image match the report's
   sentence, or the same sentence with the finding's assertion flipped, better?
 
@@ -228,11 +231,16 @@ class Reader:
         while len(cache) > size:
             cache.popitem(last=False)
 
+    def prompt_texts(self, finding: str) -> tuple[list[str], list[str]]:
+        """(positive, negated) sentences the zero-shot score of ``finding`` compares with."""
+        return prompt_texts(self.checkpoint.prompts, finding)
+
     def _encode_prompts(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         prompts = {}
         for finding in FINDINGS:
-            pos = self.embed_texts(list(POSITIVE_PROMPTS[finding])).mean(0)
-            neg = self.embed_texts(list(NEGATIONS[finding])).mean(0)
+            positive, negated = self.prompt_texts(finding)
+            pos = self.embed_texts(positive).mean(0)
+            neg = self.embed_texts(negated).mean(0)
             prompts[finding] = (pos / np.linalg.norm(pos), neg / np.linalg.norm(neg))
         return prompts
 
@@ -372,6 +380,15 @@ def _dedupe(flags: list[Flag]) -> list[Flag]:
     return out
 
 
+def prompt_texts(bank: dict[str, Any] | None, finding: str) -> tuple[list[str], list[str]]:
+    """(positive, negated) prompts of ``finding``: the prompt bank's sentences where it has
+    them (``prompts.json``, :mod:`core_model.prompts`), else the built-in prompts."""
+    bank = bank or {}
+    pos = (bank.get("positive") or {}).get(finding) or POSITIVE_PROMPTS[finding]
+    neg = (bank.get("negative") or {}).get(finding) or NEGATIONS[finding]
+    return list(pos), list(neg)
+
+
 def _flip(finding: str, assertion: Assertion) -> str:
     """The statement with the finding's assertion flipped (for the alignment signal)."""
     return NEGATIONS[finding][0] if assertion is Assertion.PRESENT else POSITIVE_PROMPTS[finding][0]
@@ -411,6 +428,7 @@ __all__ = [
     "CheckResult",
     "Flag",
     "POSITIVE_PROMPTS",
+    "prompt_texts",
     "Reader",
     "StudyImage",
     "as_study_image",

@@ -44,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=_cmd_data_summary)
     register_index(sub)
     register_train(sub)
+    register_prompts(sub)
     from training.evalcli import register as register_eval
 
     register_eval(sub)
@@ -145,6 +146,48 @@ def _train_progress(mode: str, steps: int):  # noqa: ANN202 - yields the event c
         yield emit
     finally:
         bar.close()
+
+
+def register_prompts(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "prompts",
+        help="build a model's zero-shot prompt bank from a dataset's reports",
+        description="Per finding, keep the most frequent report sentences that assert it and "
+        "that negate it, and store them in the model as prompts.json: zero-shot scores then "
+        "compare the image with the phrasing of those reports. The weights do not change; "
+        "evaluate again (concord eval --save-calibration) to refit the operating points.",
+    )
+    p.add_argument("--model", required=True, help="model directory (prompts.json is written into it)")
+    p.add_argument("--data", required=True, help="MIMIC-layout dataset root")
+    p.add_argument("--split", choices=("train", "validate", "test"), default="train",
+                   help="reports to read (default train)")
+    p.add_argument("--per-finding", type=int, default=20,
+                   help="sentences kept per finding and polarity (default 20)")
+    p.add_argument("--studies", type=int, default=None, help="read at most this many studies")
+    p.set_defaults(func=_cmd_prompts)
+
+
+def _cmd_prompts(args: argparse.Namespace) -> int:
+    from core_model.checkpoint import CheckpointError
+    from core_model.prompts import PromptBankError
+    from training.dataset import DatasetError
+    from training.prompts import describe, prompt_bank_from_dataset, save_model_prompts
+
+    try:
+        from core_model.checkpoint import load_checkpoint
+
+        load_checkpoint(args.model)  # a bad model fails before the reports are read
+        bank = prompt_bank_from_dataset(
+            args.data, split=args.split, per_finding=args.per_finding, max_studies=args.studies,
+            progress=lambda n: print(f"concord prompts: {n} reports read", file=sys.stderr))
+        version = save_model_prompts(args.model, bank)
+    except CheckpointError as exc:
+        raise InputError(f"cannot use the model: {exc}") from exc
+    except (DatasetError, PromptBankError) as exc:
+        raise InputError(str(exc)) from exc
+    print(f"concord prompts: {describe(bank)}; written into {args.model} (model {version}, "
+          "weights unchanged; run concord eval --save-calibration to refit the operating points)")
+    return 0
 
 
 def register_index(sub: argparse._SubParsersAction) -> None:

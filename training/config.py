@@ -59,9 +59,15 @@ class TrainConfig:
     select: str = "cxr_align"
     #: DataLoader worker processes for image loading and augmentation.
     loader_workers: int = 0
+    #: Zero-shot prompt bank: per finding, this many of the training reports' most
+    #: frequent sentences asserting and negating it (core_model/prompts.py), used for
+    #: validation and saved with the model as prompts.json; 0 keeps the built-in prompts.
+    prompts_per_finding: int = 20
 
     def __post_init__(self) -> None:
         variant_spec(self.variant)
+        if self.prompts_per_finding < 0:
+            raise ValueError(f"prompts_per_finding must be 0 or more, got {self.prompts_per_finding}")
         if self.select not in ("cxr_align", "cxr_align+zero_shot"):
             raise ValueError(f"select must be cxr_align or cxr_align+zero_shot, got {self.select!r}")
         if self.precision not in ("auto", "fp32", "bf16"):

@@ -148,7 +148,8 @@ def save_model_calibration(model_dir: str | os.PathLike[str], calibration: dict[
     try:
         save_checkpoint(ckpt.model, ckpt.tokenizer, staging, variant=ckpt.variant,
                         calibration=calibration, metrics=ckpt.metrics,
-                        data_description=str(manifest.get("data") or ""), extra=extra)
+                        data_description=str(manifest.get("data") or ""), extra=extra,
+                        prompts=ckpt.prompts)
         written = {p.name for p in staging.iterdir()}
         for entry in target.iterdir():
             if entry.name in written:

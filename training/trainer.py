@@ -51,10 +51,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from core_model.checkpoint import load_checkpoint, save_checkpoint
+from core_model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from core_model.losses import ConcordLoss
 from core_model.model.clip import ConcordCLIP, create_model
 from core_model.model.tokenizer import train_wordpiece
+from core_model.prompts import build_prompt_bank
 from core_model.text.edits import AlignEdit, make_edit, report_rng
 from core_model.text.rewrite import get_backend
 from training.config import TrainConfig
@@ -247,10 +248,13 @@ def validation_labelled(pairs: Sequence[Pair], limit: int = 0) -> list[_Labelled
 
 
 @torch.no_grad()
-def zero_shot_auc(model: ConcordCLIP, studies: Sequence[_Labelled], batch: int = 64) -> float | None:
-    """Mean zero-shot ROC AUC (positive vs negated prompts, as the Reader scores) over the findings."""
-    from core_model.inference import POSITIVE_PROMPTS
-    from core_model.text.edits import NEGATIONS
+def zero_shot_auc(model: ConcordCLIP, studies: Sequence[_Labelled], batch: int = 64,
+                  prompts: dict[str, Any] | None = None) -> float | None:
+    """Mean zero-shot ROC AUC (positive vs negated prompts, as the Reader scores) over the findings.
+
+    ``prompts`` is the run's prompt bank (None: the built-in prompts).
+    """
+    from core_model.inference import POSITIVE_PROMPTS, prompt_texts
     from training.evaluate import roc_auc
 
     if not studies:
@@ -258,8 +262,9 @@ def zero_shot_auc(model: ConcordCLIP, studies: Sequence[_Labelled], batch: int =
     findings = list(POSITIVE_PROMPTS)
     directions = []
     for f in findings:
-        pos = model.encode_texts(list(POSITIVE_PROMPTS[f])).float().mean(0)
-        neg = model.encode_texts(list(NEGATIONS[f])).float().mean(0)
+        positive, negated = prompt_texts(prompts, f)
+        pos = model.encode_texts(positive).float().mean(0)
+        neg = model.encode_texts(negated).float().mean(0)
         directions.append(F.normalize(pos, dim=0) - F.normalize(neg, dim=0))
     direction = torch.stack(directions, 1)  # [D, findings]
     logits = []
@@ -279,11 +284,13 @@ def zero_shot_auc(model: ConcordCLIP, studies: Sequence[_Labelled], batch: int =
 
 @torch.no_grad()
 def validate(model: ConcordCLIP, triples: Sequence[_Triple], batch: int = 64,
-             labelled: Sequence[_Labelled] | None = None) -> dict[str, float]:
+             labelled: Sequence[_Labelled] | None = None,
+             prompts: dict[str, Any] | None = None) -> dict[str, float]:
     """CXR-Align A and B of ``model`` on ``triples``; ``score`` is their mean.
 
-    With ``labelled`` studies, also ``zero_shot`` (mean AUC) and ``score`` is the
-    mean of A, B and it (``select: cxr_align+zero_shot``).
+    With ``labelled`` studies, also ``zero_shot`` (mean AUC with the prompt bank
+    ``prompts``, None: the built-in prompts) and ``score`` is the mean of A, B
+    and it (``select: cxr_align+zero_shot``).
     """
     was_training = model.training
     model.eval()
@@ -298,7 +305,7 @@ def validate(model: ConcordCLIP, triples: Sequence[_Triple], batch: int = 64,
     n = max(1, len(triples))
     out: dict[str, Any] = {"A": a / n, "B": b / n, "score": (a + b) / (2 * n), "n": len(triples)}
     if labelled is not None:
-        auc = zero_shot_auc(model, labelled, batch)
+        auc = zero_shot_auc(model, labelled, batch, prompts=prompts)
         out["zero_shot"] = auc
         if auc is not None:
             out["score"] = (a / n + b / n + auc) / 3
@@ -396,6 +403,10 @@ def train(
     triples = validation_triples(val_pairs, config.seed, config.eval_studies) if d.main else []
     labelled = (validation_labelled(val_pairs, config.eval_studies)
                 if d.main and config.select == "cxr_align+zero_shot" else None)
+    # The zero-shot prompts of the model: its training reports' own phrasing (core_model/prompts.py).
+    bank = (build_prompt_bank((p.text for p in pairs), per_finding=config.prompts_per_finding,
+                              source=f"train split of {data_root}")
+            if config.prompts_per_finding and d.main else None)
     emit({"event": "data", "train_pairs": len(pairs), "skipped": skipped,
           "validation_triples": len(triples)})
     if len(pairs) < config.batch_size:
@@ -500,7 +511,7 @@ def train(
                   "data_share": round(data_time / max(elapsed, 1e-9), 3),
                   "eta_s": round((config.steps - step) * elapsed / max(done, 1), 1)})
             if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
-                early = _validate_step(model, tokenizer, config, (triples, labelled), run, step, record, d,
+                early = _validate_step(model, tokenizer, config, (triples, labelled, bank), run, step, record, d,
                                        device, emit)
             cancelled = _all_true(stop() or (stop_after is not None and done >= stop_after), d, device)
             if step % config.checkpoint_every == 0 or step == config.steps or cancelled or early:
@@ -522,7 +533,8 @@ def train(
             metrics.update({"train_steps_best": record["best_step"],
                             "validation_cxr_align": record.get("best_detail")})
         save_checkpoint(model, tokenizer, final, variant=config.variant, metrics=metrics,
-                        data_description=f"{len(pairs)} training images from {data_root}")
+                        data_description=f"{len(pairs)} training images from {data_root}",
+                        prompts=bank)
     _barrier(d)
     emit({"event": "done", "step": step, "model": str(final)})
     if d.world > 1:
@@ -531,14 +543,14 @@ def train(
 
 
 def _validate_step(model: ConcordCLIP, tokenizer: Any, config: TrainConfig,
-                   data: tuple[Sequence[_Triple], Sequence[_Labelled] | None],
+                   data: tuple[Sequence[_Triple], Sequence[_Labelled] | None, dict[str, Any] | None],
                    run: Path, step: int, record: dict[str, Any], d: _Dist, device: str,
                    emit: Emit) -> bool:
     """Validate on rank 0, keep the best model in run/best; True when it is time to stop early."""
     stop = 0.0
     if d.main:
-        triples, labelled = data
-        scores = validate(model, triples, labelled=labelled)
+        triples, labelled, prompts = data
+        scores = validate(model, triples, labelled=labelled, prompts=prompts)
         improved = record["best"] is None or scores["score"] > record["best"]
         if improved:
             record.update(best=scores["score"], best_step=step, bad=0, best_detail=scores)
@@ -558,8 +570,10 @@ def _save_model(folder: Path, model: ConcordCLIP, tokenizer: Any, config: TrainC
     try:
         save_checkpoint(model, tokenizer, folder, variant=config.variant,
                         metrics={"train_steps": step, "validation_cxr_align": scores})
-    except OSError as exc:
-        raise TrainingError(f"cannot write the best model to {folder}: {exc.strerror or exc}") from exc
+    except (OSError, CheckpointError) as exc:  # save_checkpoint wraps the OSError
+        error = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
+        raise TrainingError(f"cannot write the best model to {folder}: "
+                            f"{getattr(error, 'strerror', None) or error}") from exc
 
 
 def _silent(event: dict[str, Any]) -> None:
@@ -610,7 +624,8 @@ def _save(run: Path, model: ConcordCLIP, tokenizer: Any, config: TrainConfig,
     if d.main:
         staging = run / "checkpoints" / f".step-{step:07d}.part"
         try:
-            shutil.rmtree(staging, ignore_errors=True)
+            for stale in (run / "checkpoints").glob(".*step-*"):  # also what a killed write left
+                shutil.rmtree(stale, ignore_errors=True)
             save_checkpoint(model, tokenizer, staging, variant=config.variant, metrics={"train_steps": step})
             state = optimiser.state_dict()
             tensors = {"rng.torch": torch.get_rng_state()}
@@ -626,12 +641,14 @@ def _save(run: Path, model: ConcordCLIP, tokenizer: Any, config: TrainConfig,
             os.replace(staging, folder)
             _write_text(run / ".latest.json.part", json.dumps({"checkpoint": folder.name, "step": step}))
             os.replace(run / ".latest.json.part", run / "latest.json")
-        except OSError as exc:
+        except (OSError, CheckpointError) as exc:  # save_checkpoint wraps the OSError
+            error = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
             shutil.rmtree(staging, ignore_errors=True)
             (run / ".latest.json.part").unlink(missing_ok=True)
             kept = _latest(run)
             raise TrainingError(
-                f"cannot write the checkpoint at step {step} to {run}: {exc.strerror or exc}; "
+                f"cannot write the checkpoint at step {step} to {run}: "
+                f"{getattr(error, 'strerror', None) or error}; "
                 f"the previous checkpoint is kept ({kept or 'none yet'})") from exc
         kept = sorted(p for p in (run / "checkpoints").glob("step-*") if p.is_dir())
         for old in kept[:-KEEP_CHECKPOINTS]:
