@@ -40,6 +40,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from core_model.files import atomic_write_text
 from core_model.losses import VARIANTS, variant_spec
 from training.config import TrainConfig, load_train_config
 
@@ -348,10 +349,7 @@ def write_config_yaml(config: TrainConfig, path: str | os.PathLike[str], comment
 
 
 def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, text, mode=0o644, make_parents=True)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from core_model.checkpoint import PROMPTS_FILE, CheckpointError, load_checkpoint
+from core_model.files import atomic_write_text
 from core_model.prompts import DEFAULT_PER_FINDING, build_prompt_bank, check_prompt_bank
 from core_model.text.rewrite import RewriteBackend, get_backend
 from training.dataset import MimicDataset
@@ -66,15 +66,9 @@ def save_model_prompts(model_dir: str | os.PathLike[str], bank: dict[str, Any]) 
     target = Path(model_dir)
     version = load_checkpoint(target).version
     check_prompt_bank(bank)
-    tmp = target / f".{PROMPTS_FILE}.tmp-{uuid.uuid4().hex[:8]}"
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(bank, indent=2) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target / PROMPTS_FILE)
+        atomic_write_text(target / PROMPTS_FILE, json.dumps(bank, indent=2) + "\n", mode=0o644)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise CheckpointError(f"could not write {PROMPTS_FILE} into {target}: "
                               f"{exc.strerror or exc} (the model is unchanged)") from exc
     return version

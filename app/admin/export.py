@@ -43,6 +43,7 @@ import numpy as np
 
 from app.admin.registry import current_role, require_admin
 from app.storage import ImageRecord, Storage, StudyRecord
+from core_model.files import atomic_write_text
 from core_model.imaging import ImageReadError, read_image
 from core_model.text.labeler import label_report
 from core_model.text.observations import OBSERVATIONS
@@ -365,9 +366,7 @@ def _table(path: Path, header: Iterable[str], rows: Iterable[Iterable[Any]]) -> 
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    part = path.with_name(f".{path.name}.part")
-    part.write_text(text, encoding="utf-8")
-    os.replace(part, path)
+    atomic_write_text(path, text, mode=0o644)
 
 
 __all__ = [

@@ -11,11 +11,11 @@ file at the target untouched, and raises :class:`ExportError`.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import tempfile
 from pathlib import Path
+
+from core_model.files import atomic_write_bytes as write_atomically
 
 #: Mode of an exported file: readable by others like any document the user saves.
 FILE_MODE = 0o644
@@ -41,23 +41,9 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     if target.is_dir():
         raise ExportError(f"cannot write {target}: it is a folder")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=folder)
+        write_atomically(target, data, mode=FILE_MODE)
     except OSError as exc:
         raise ExportError(f"cannot write {target}: {_why(exc)}") from exc
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        with contextlib.suppress(OSError):
-            os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, target)
-    except OSError as exc:
-        _remove_quietly(tmp)
-        raise ExportError(f"cannot write {target}: {_why(exc)}") from exc
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
     return target
 
 
@@ -75,7 +61,3 @@ def safe_name(*parts: str | None, suffix: str) -> str:
 def _why(exc: OSError) -> str:
     return exc.strerror or str(exc) or type(exc).__name__
 
-
-def _remove_quietly(path: str) -> None:
-    with contextlib.suppress(OSError):
-        os.unlink(path)

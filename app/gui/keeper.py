@@ -10,13 +10,13 @@ study again restores a recovery file newer than what storage holds.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from app.storage import ConcurrentEditError, ReportState, Storage, StorageError
+from core_model.files import atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -172,14 +172,7 @@ class ReportKeeper(QObject):
     def _write_recovery(self, study_id: int, text: str) -> Path | None:
         path = self.recovery_path(study_id)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".recover-", suffix=".txt")
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-            return path
+            return atomic_write_text(path, text, make_parents=True, prefix=".recover-")
         except OSError:
             return None  # the editor still has the text; the failure was already reported
 

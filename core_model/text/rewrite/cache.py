@@ -22,9 +22,10 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from core_model.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -104,19 +105,7 @@ class DiskCache:
             ensure_ascii=False,
             indent=1,
         )
-        fd, tmp = tempfile.mkstemp(prefix=f".{key[:16]}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        atomic_write_text(path, data, prefix=f".{key[:16]}.")
 
     def delete(self, key: str) -> None:
         """Forget ``key`` (used when a cached answer no longer validates)."""
