@@ -77,10 +77,14 @@ def dicom_display(ds, source: str = "DICOM") -> np.ndarray:  # noqa: ANN001 - py
             f"{source}: photometric interpretation {photometric or '(missing)'} is not a grayscale "
             "radiograph (MONOCHROME1 or MONOCHROME2)"
         )
+    problem = codestream_problem(ds)
+    if problem:
+        raise ImageReadError(f"{source}: {problem}")
     try:
         stored = ds.pixel_array
     except Exception as exc:  # decoders raise many types; one line for the user
-        raise ImageReadError(f"{source}: pixel data cannot be decoded ({type(exc).__name__}: {exc})") from exc
+        detail = " ".join(str(exc).split())  # pydicom lists each plugin's failure on its own line
+        raise ImageReadError(f"{source}: pixel data cannot be decoded ({type(exc).__name__}: {detail})") from exc
     if stored.ndim != 2:
         if stored.ndim == 3 and int(ds.get("NumberOfFrames", 1) or 1) > 1:
             stored = stored[0]
@@ -104,6 +108,75 @@ def dicom_display(ds, source: str = "DICOM") -> np.ndarray:  # noqa: ANN001 - py
     if photometric == "MONOCHROME1":
         display = 1.0 - display
     return display.astype(np.float32)
+
+
+#: JPEG SOFn markers (not DHT C4, JPG C8, DAC CC) and JPEG-LS SOF55 (F7).
+_SOF_MARKERS = frozenset((0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE,
+                          0xCF, 0xF7))
+
+
+def codestream_problem(ds) -> str | None:  # noqa: ANN001 - pydicom Dataset
+    """Why compressed pixel data must not be decoded, or None.
+
+    A JPEG, JPEG-LS or JPEG 2000 decoder allocates the image its codestream
+    declares, not the Rows x Columns of the header, so a small file whose
+    codestream claims 65,000 x 65,000 pixels would take gigabytes before
+    failing.  Such data is refused unread.
+    """
+    from pydicom.encaps import generate_fragments
+    from pydicom.uid import UID
+
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    if not syntax or not UID(syntax).is_encapsulated or "PixelData" not in ds:
+        return None
+    rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    try:
+        for fragment in generate_fragments(ds.PixelData):
+            size = codestream_size(fragment)
+            if size is not None and size[0] * size[1] > rows * columns:
+                return (f"the compressed pixel data declares a {size[1]} x {size[0]} image, the "
+                        f"header {columns} x {rows}; not decoded (decompression-bomb guard)")
+    except Exception:  # broken encapsulation: the decoder says what is wrong
+        return None
+    return None
+
+
+def codestream_size(data: bytes) -> tuple[int, int] | None:
+    """(rows, columns) declared by a JPEG, JPEG-LS or JPEG 2000 codestream; None for other data."""
+    if data[:2] == b"\xff\xd8":  # JPEG / JPEG-LS: the frame header (SOFn / SOF55)
+        pos = 2
+        while pos + 9 <= len(data) and data[pos] == 0xFF:
+            marker = data[pos + 1]
+            if marker == 0xFF:  # a fill byte
+                pos += 1
+            elif marker in _SOF_MARKERS:
+                return int.from_bytes(data[pos + 5 : pos + 7], "big"), int.from_bytes(data[pos + 7 : pos + 9], "big")
+            elif marker in (0xD9, 0xDA):  # EOI or SOS before any frame header
+                return None
+            else:
+                pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+        return None
+    start = 0
+    if data[:12] == b"\x00\x00\x00\x0cjP  \r\n\x87\n":  # a JP2 file: find its codestream box
+        pos, start = 0, -1
+        while pos + 8 <= len(data):
+            length, kind = int.from_bytes(data[pos : pos + 4], "big"), data[pos + 4 : pos + 8]
+            header = 8
+            if length == 1 and pos + 16 <= len(data):
+                length, header = int.from_bytes(data[pos + 8 : pos + 16], "big"), 16
+            if kind == b"jp2c":
+                start = pos + header
+                break
+            if length < header:
+                return None
+            pos += length
+        if start < 0:
+            return None
+    if data[start : start + 4] != b"\xff\x4f\xff\x51" or len(data) < start + 24:  # SOC, SIZ
+        return None
+    x, y, x0, y0 = (int.from_bytes(data[start + 8 + 4 * i : start + 12 + 4 * i], "big") for i in range(4))
+    return max(y - y0, 0), max(x - x0, 0)
 
 
 def _first(value) -> float:  # noqa: ANN001 - DS or a multi-valued DS

@@ -17,6 +17,7 @@ import math
 import os
 import re
 import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -31,6 +32,10 @@ from pydicom.errors import InvalidDicomError
 MAX_PIXELS = 100_000_000
 #: Header values longer than this stay on disk while the header is read.
 DEFER_BYTES = 64 * 1024
+#: A deflated data set is inflated whole before its header can be read; one that inflates
+#: to more than this (the largest image MAX_PIXELS admits, 16-bit, plus room for the
+#: header) is refused unread: a zip-bomb guard.
+MAX_INFLATED = 2 * MAX_PIXELS + 64 * 1024 * 1024
 
 #: Storage SOP classes of projection radiographs Concord can display (PS3.4 B.5).
 IMAGE_SOP_CLASSES = frozenset(
@@ -108,6 +113,10 @@ def _read(path: Path, fp: BinaryIO, size: int) -> ImageHeader | Rejection:
     def reject(reason: str) -> Rejection:
         return Rejection(str(path), reason)
 
+    if _inflates_beyond(fp, MAX_INFLATED):
+        return reject(f"deflated data set inflates to more than {MAX_INFLATED // 1_000_000} MB "
+                      "(zip-bomb guard)")
+    fp.seek(0)
     try:
         ds = dcmread(fp, stop_before_pixels=True, force=False, defer_size=DEFER_BYTES)
     except InvalidDicomError:
@@ -189,6 +198,44 @@ def _read(path: Path, fp: BinaryIO, size: int) -> ImageHeader | Rejection:
         study=_study(ds, warnings),
         warnings=tuple(warnings),
     )
+
+
+def _inflates_beyond(fp: BinaryIO, limit: int) -> bool:
+    """Whether a deflated data set (by its file meta) inflates to more than ``limit`` bytes.
+
+    The file meta is walked by hand and the data set inflated in 1 MB pieces that are
+    counted and dropped, so memory stays small whatever the file would inflate to.
+    """
+    fp.seek(132)
+    syntax = b""
+    while True:
+        head = fp.read(8)
+        if len(head) < 8 or head[:2] != b"\x02\x00":  # the end of group 0002
+            break
+        if head[4:6] in _LONG_VRS:
+            extra = fp.read(4)
+            length = struct.unpack("<I", extra)[0] if len(extra) == 4 else 0
+        else:
+            length = struct.unpack("<H", head[6:8])[0]
+        value = fp.read(min(length, 256))
+        if head[:4] == b"\x02\x00\x10\x00":  # (0002,0010) Transfer Syntax UID
+            syntax = value
+        fp.seek(length - len(value), os.SEEK_CUR)
+    if syntax.rstrip(b"\x00 ").decode("ascii", "replace") not in _DEFLATED:
+        return False
+    fp.seek(-len(head), os.SEEK_CUR)  # the first byte of the data set
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    total = 0
+    try:
+        while chunk := fp.read(1 << 20):
+            while chunk:
+                total += len(inflater.decompress(chunk, 1 << 20))
+                if total > limit:
+                    return True
+                chunk = inflater.unconsumed_tail
+    except zlib.error:
+        return False  # not a deflate stream: reading the header says what is wrong
+    return False
 
 
 def _syntax_problem(syntax: str) -> str | None:

@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 from pydicom.multival import MultiValue
 
+from core_model.imaging import codestream_problem
+
 #: Images larger than this are refused before decoding (decompression bombs).
 MAX_PIXELS = 100_000_000
 #: Above this many distinct stored values the table path is not used.
@@ -186,6 +188,9 @@ def dataset_to_image(ds: Any, name: str = "DICOM") -> LoadedImage:
     if rows <= 0 or columns <= 0:
         raise ViewerError(f"{name}: the header gives no image size (Rows x Columns)")
     _check_size(name, rows, columns, frames * samples)
+    problem = codestream_problem(ds)
+    if problem:
+        raise ViewerError(f"{name}: {problem}")
     if frames > 1:
         ds.pixel_array_options(index=0)  # decode the first frame only
     try:

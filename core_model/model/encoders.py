@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,14 @@ import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
-from torch_geometric.nn import GCNConv, global_mean_pool
-from torch_geometric.utils import to_undirected
+
+with warnings.catch_warnings():
+    # torch_geometric's pooling modules call torch.jit.script at import, which newer torch
+    # deprecates; the warning is noise on every start and in training logs.
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated",
+                            category=FutureWarning)
+    from torch_geometric.nn import GCNConv, global_mean_pool
+    from torch_geometric.utils import to_undirected
 from transformers import BertConfig, BertModel
 
 from core_model.model.config import GraphConfig, ImageConfig, TextConfig
