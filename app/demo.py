@@ -44,7 +44,16 @@ if TYPE_CHECKING:
 # Building imports the phantom world and the evaluation (torch); only reading and
 # loading the worklist happen when the application starts, so those imports wait.
 
-RESOURCES = Path(__file__).resolve().parents[1] / "resources"
+def resources_root() -> Path:
+    """``resources/`` beside the packages; in a frozen (PyInstaller) build, in its bundle
+    folder (``sys._MEIPASS``), where ``installers/concord.spec`` puts it."""
+    bundle = getattr(sys, "_MEIPASS", None)
+    if getattr(sys, "frozen", False) and bundle:
+        return Path(bundle) / "resources"
+    return Path(__file__).resolve().parents[1] / "resources"
+
+
+RESOURCES = resources_root()
 DEMO_DIR = RESOURCES / "demo"
 DEMO_MODEL_DIR = RESOURCES / "models" / "concord-tiny-demo"
 WORKLIST_JSON = "worklist.json"
