@@ -75,6 +75,16 @@ def threshold_for_sensitivity(probs: np.ndarray, labels: np.ndarray, sensitivity
     return float(positives[min(index, positives.size - 1)])
 
 
+def rank_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """ROC AUC of ``scores`` for 0/1 ``labels`` (Mann-Whitney, ties counted half)."""
+    from scipy.stats import rankdata
+
+    ranks = rankdata(scores)
+    pos = labels == 1
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 def fit_calibration(
     logits: Mapping[str, Sequence[float]],
     labels: Mapping[str, Sequence[int]],
@@ -99,6 +109,7 @@ def fit_calibration(
         predicted = probs >= threshold
         out[finding] = {
             "a": a, "b": b, "threshold": threshold, "absent_threshold": absent,
+            "auc": rank_auc(x, y),
             "sensitivity": float(predicted[y == 1].mean()),
             "specificity": float((~predicted[y == 0]).mean()),
             "positives": n_pos, "negatives": n_neg, "target_sensitivity": target_sensitivity,

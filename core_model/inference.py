@@ -52,6 +52,11 @@ from core_model.text.edits import NEGATIONS
 from core_model.text.labeler import default_labeler
 from core_model.text.observations import FINDINGS, Assertion
 
+#: A finding whose zero-shot ROC AUC on the calibration split is below this is not
+#: flagged: at an operating point of 0.8 sensitivity such a finding would be flagged on
+#: most studies. The check says which findings it left out.
+MIN_CHECK_AUC = 0.70
+
 #: Positive prompts per finding (the negated prompts are the CXR-Align negations).
 POSITIVE_PROMPTS: dict[str, tuple[str, ...]] = {
     "Enlarged Cardiomediastinum": ("The mediastinum is widened.", "Enlarged cardiomediastinal silhouette."),
@@ -155,6 +160,7 @@ class Reader:
         threads: int | None = None,
         text_cache_size: int = 20_000,
         image_cache_size: int = 64,
+        min_auc: float = MIN_CHECK_AUC,
     ) -> None:
         import torch
 
@@ -174,6 +180,7 @@ class Reader:
         self._text_cache_size = text_cache_size
         self._image_cache_size = image_cache_size
         self.text_encodings = 0  # sentences actually run through the text encoder
+        self.min_auc = min_auc
         self._prompts = self._encode_prompts()
 
     # ----------------------------------------------------------------- embedding
@@ -286,6 +293,17 @@ class Reader:
 
     # ----------------------------------------------------------------- the check
 
+    def validation_auc(self, finding: str) -> float | None:
+        """The zero-shot ROC AUC of ``finding`` on the calibration split (None: not measured)."""
+        value = self.calibration.get(finding, {}).get("auc")
+        return None if value is None else float(value)
+
+    def reliable(self, finding: str) -> bool:
+        """Whether the model sees ``finding`` well enough to flag it: its validation AUC is at
+        least ``min_auc`` (a finding without a measured AUC counts as reliable)."""
+        auc = self.validation_auc(finding)
+        return auc is None or auc >= self.min_auc
+
     def check(
         self,
         images: Sequence[StudyImage | np.ndarray | str | os.PathLike[str]],
@@ -321,6 +339,11 @@ class Reader:
         elif not any(s.mentions for s in labels.sentences):
             warnings.append("the report mentions no finding: only omissions can be flagged")
 
+        unreliable = [f for f in FINDINGS if not self.reliable(f)]
+        if unreliable:
+            warnings.append(
+                f"not checked, the model does not see them reliably (validation AUC below "
+                f"{self.min_auc:.2f}): " + ", ".join(f.lower() for f in unreliable))
         flags: list[Flag] = []
         mentioned: set[str] = set()
         statements: list[tuple[Any, Any]] = []
@@ -344,12 +367,13 @@ class Reader:
                 kind = "contradiction"
             elif m.assertion is Assertion.PRESENT and p < self.threshold(m.observation):
                 kind = "unsupported"
-            if kind is None:
+            if kind is None or m.observation in unreliable:
                 continue
             flags.append(self._flag(kind, m.observation, m.assertion.value, p, encoding, heatmaps,
                                     sentence=sentence.text, span=(sentence.start, sentence.end), alignment=align))
         for finding in FINDINGS:
-            if finding not in mentioned and probs[finding] >= self.threshold(finding):
+            if (finding not in mentioned and finding not in unreliable
+                    and probs[finding] >= self.threshold(finding)):
                 flags.append(self._flag("omission", finding, Assertion.NOT_MENTIONED.value, probs[finding],
                                         encoding, heatmaps))
         flags = _dedupe(flags)
@@ -427,6 +451,7 @@ __all__ = [
     "CheckError",
     "CheckResult",
     "Flag",
+    "MIN_CHECK_AUC",
     "POSITIVE_PROMPTS",
     "prompt_texts",
     "Reader",

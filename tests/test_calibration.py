@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from core_model.calibration import fit_calibration, fit_platt
 
@@ -38,3 +39,16 @@ def test_operating_points_are_inside_the_unit_interval():
     point = fit_calibration(logits, labels, target_sensitivity=0.8)["Edema"]
     assert 0.0 < point["absent_threshold"] <= point["threshold"] < 1.0
     assert point["sensitivity"] >= 0.8 and point["specificity"] > 0.5
+
+
+def test_the_validation_auc_is_recorded_per_finding():
+    rng = np.random.default_rng(5)
+    x = np.concatenate([rng.normal(0, 1, 300), rng.normal(1, 1, 60)])
+    y = np.concatenate([np.zeros(300, int), np.ones(60, int)])
+    x[:10] = x[300:310]  # some ties between classes
+    point = fit_calibration({"Edema": x}, {"Edema": y}, target_sensitivity=0.8)["Edema"]
+    pos, neg = x[y == 1], x[y == 0]
+    pairwise = ((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()) / (
+        len(pos) * len(neg))
+    assert point["auc"] == pytest.approx(pairwise)
+    assert 0.7 < point["auc"] < 0.85

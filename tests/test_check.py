@@ -73,6 +73,25 @@ def test_check_flags_a_denied_effusion_as_a_contradiction(trained):
     assert flag.heatmap.shape == (8, 8) and 0.0 <= flag.heatmap.min() <= flag.heatmap.max() <= 1.0
 
 
+def test_a_finding_the_model_cannot_see_is_not_flagged_and_the_check_says_so(trained):
+    reader = Reader(trained["dir"])
+    effusion, _ = _effusion_images(trained["root"], 128)
+    report = "FINDINGS: The lungs are clear. No pleural effusion. No pneumothorax."
+    results = [reader.check([image], report) for image in effusion]
+    assert any(f.entity == "Pleural Effusion" for r in results for f in r.flags)
+    assert reader.validation_auc("Pleural Effusion") is not None  # fitted with the calibration
+    reader.calibration["Pleural Effusion"] = {**reader.calibration["Pleural Effusion"], "auc": 0.55}
+    assert not reader.reliable("Pleural Effusion") and reader.reliable("Pneumothorax") is (
+        reader.validation_auc("Pneumothorax") >= reader.min_auc)
+    for image in effusion:
+        result = reader.check([image], report)
+        assert not [f for f in result.flags if f.entity == "Pleural Effusion"]
+        [note] = [w for w in result.warnings if w.startswith("not checked")]
+        assert "pleural effusion" in note and "0.70" in note
+    reader.min_auc = 0.5  # the gate is a setting of the reader
+    assert any(f.entity == "Pleural Effusion" for i in effusion for f in reader.check([i], report).flags)
+
+
 def test_recheck_encodes_only_the_edited_sentence(trained):
     reader = Reader(trained["dir"])
     image = np.random.default_rng(0).random((128, 128)).astype(np.float32)
