@@ -31,7 +31,7 @@ from core_model.losses import ConcordLoss  # noqa: E402
 from core_model.model.clip import create_model  # noqa: E402
 from core_model.model.tokenizer import train_wordpiece  # noqa: E402
 from training.augment import Augment  # noqa: E402
-from training.config import load_train_config  # noqa: E402
+from training.config import load_train_config, uses_bf16  # noqa: E402
 from training.dataset import MimicDataset  # noqa: E402
 from training.loop import LossInputs, batch_targets, batch_texts, make_optimiser  # noqa: E402
 from training.pairs import build_pairs  # noqa: E402
@@ -84,6 +84,7 @@ def main() -> int:
         tokenizer = train_wordpiece([p.text for p in pairs] + [p.text_neg for p in pairs],
                                     vocab_size=config.vocab_size)
         model = create_model(config.model, tokenizer=tokenizer).to(device)
+        model.visual.weights_channels_last_()  # as the trainer does
         loss_fn = ConcordLoss(config.loss_config())
         needs = loss_fn.spec.required_inputs()
         step_module = LossInputs(model, needs)
@@ -94,7 +95,7 @@ def main() -> int:
             images, batch_sampler=_Batches(len(pairs), config.batch_size, 1, 0, 0, 0),
             num_workers=args.loader_workers, collate_fn=_collate_images,
             pin_memory=device.startswith("cuda"))
-        bf16 = args.precision == "bf16" or (args.precision == "auto" and device.startswith("cuda"))
+        bf16 = uses_bf16(args.precision, device)
         autocast = (lambda: torch.autocast(device.split(":")[0], dtype=torch.bfloat16)) if bf16 \
             else nullcontext
         sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)

@@ -424,3 +424,35 @@ def test_tokenizer_training_is_deterministic() -> None:
     assert vocabs[0] == vocabs[1] == vocabs[2]
     tokenizer = train_wordpiece(texts, vocab_size=200)
     assert tokenizer.tokens("pneumothorax")[1:-1] != ["[UNK]"]  # unseen words are spelled, not lost
+
+
+def test_channels_last_training_layout_changes_no_value(tokenizer, tmp_path: Path) -> None:
+    """The ResNet tower trains with channels-last weights; outputs and checkpoints are unchanged."""
+    from core_model.checkpoint import load_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    plain = create_model("tiny", tokenizer=tokenizer).eval()
+    assert plain.visual.channels_last  # a convolutional trunk
+    fast = create_model("tiny", tokenizer=tokenizer).eval()
+    fast.load_state_dict(plain.state_dict())
+    fast.visual.weights_channels_last_()
+    conv = fast.visual.trunk.conv1.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    pixels = preprocess_batch([_image(seed=s) for s in range(3)], 128)
+    with torch.no_grad():
+        assert torch.allclose(plain.encode_image(pixels), fast.encode_image(pixels), atol=1e-5)
+    version = save_checkpoint(plain, tokenizer, tmp_path / "plain", variant="clip")
+    assert save_checkpoint(fast, tokenizer, tmp_path / "fast", variant="clip") == version
+    loaded = load_checkpoint(tmp_path / "fast")
+    assert loaded.version == version
+    assert all(t.is_contiguous() for t in loaded.model.state_dict().values())
+
+
+def test_transformer_trunk_keeps_its_layout() -> None:
+    cfg = get_config("paper").image
+    cfg.backbone, cfg.image_size = "vit_tiny_patch16_224", 64
+    cfg.timm_kwargs = {"depth": 1, "global_pool": "avg"}
+    encoder = ImageEncoder(cfg)
+    assert not encoder.channels_last
+    encoder.weights_channels_last_()
+    assert all(p.is_contiguous() for p in encoder.parameters())

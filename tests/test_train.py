@@ -259,3 +259,16 @@ def test_training_from_the_preprocessing_cache(world, tmp_path):
     again = []
     train(CONFIG, world, tmp_path / "run2", emit=again.append, cache_dir=cache)
     assert all(e.get("cached", True) for e in again if e["event"] == "prepare")
+
+
+def test_precision_auto_uses_bf16_where_it_is_native(monkeypatch):
+    from training import config as config_module
+    from training.config import uses_bf16
+
+    assert uses_bf16("bf16", "cpu") and not uses_bf16("fp32", "cuda:0")
+    assert uses_bf16("auto", "cuda") and uses_bf16("auto", "cuda:1")
+    monkeypatch.setattr(config_module, "cpu_has_bf16", lambda: True)
+    assert uses_bf16("auto", "cpu")
+    monkeypatch.setattr(config_module, "cpu_has_bf16", lambda: False)
+    assert not uses_bf16("auto", "cpu")
+    assert isinstance(config_module.__dict__["cpu_has_bf16"](), bool)

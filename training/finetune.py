@@ -155,6 +155,8 @@ def fine_tune(visual: torch.nn.Module, channels: int, train: Labelled, test: Lab
     """Every weight of a copy of ``visual`` plus a linear head; returns test probabilities."""
     torch.manual_seed(seed)
     encoder = copy.deepcopy(visual).train()
+    if hasattr(encoder, "weights_channels_last_"):
+        encoder.weights_channels_last_()
     for p in encoder.parameters():
         p.requires_grad_(True)
     head = torch.nn.Linear(int(getattr(encoder, "num_features", 0) or _width(encoder, train, channels)),

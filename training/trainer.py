@@ -58,7 +58,7 @@ from core_model.model.tokenizer import train_wordpiece
 from core_model.prompts import build_prompt_bank
 from core_model.text.edits import AlignEdit, make_edit, report_rng
 from core_model.text.rewrite import get_backend
-from training.config import TrainConfig
+from training.config import TrainConfig, uses_bf16
 from training.loop import LossInputs, batch_targets, batch_texts, lr_at, make_optimiser
 from training.pairs import Pair
 
@@ -427,6 +427,7 @@ def train(
                                     vocab_size=config.vocab_size)
         model = create_model(config.model, tokenizer=tokenizer).to(device)
         state_json, state_tensors = None, None
+    model.visual.weights_channels_last_()  # the fast layout for a CNN's training step
 
     loss_fn = ConcordLoss(config.loss_config())
     needs = loss_fn.spec.required_inputs()
@@ -459,7 +460,7 @@ def train(
     # state after it so a resumed run continues with exactly the same stream.
     if state_tensors is not None:
         torch.set_rng_state(state_tensors["rng.torch"])
-    bf16 = config.precision == "bf16" or (config.precision == "auto" and device.startswith("cuda"))
+    bf16 = uses_bf16(config.precision, device)
     autocast = (lambda: torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)) \
         if bf16 else nullcontext
 

@@ -74,12 +74,33 @@ class ImageEncoder(nn.Module):
         self.num_features: int = int(self.trunk.num_features)
         self.in_chans = cfg.in_chans
         self.image_size = cfg.image_size
+        # Convolutional trunks take their input in channels-last layout: oneDNN's CPU
+        # kernels and tensor cores are faster on it (docs/training.md has the
+        # figures).  The layout changes strides, never values.
+        self.channels_last = any(isinstance(m, nn.BatchNorm2d) for m in self.trunk.modules())
+
+    def weights_channels_last_(self) -> ImageEncoder:
+        """Store a convolutional trunk's weights channels-last too (for training).
+
+        Then the weight gradients come out in the weights' own layout (no copy
+        per step).  Call it on a model that trains; ``state_dict()`` tensors are
+        then strided, so save them with ``.contiguous()`` (the checkpoint writer
+        does).  A no-op for transformer trunks.
+        """
+        if self.channels_last:
+            self.trunk.to(memory_format=torch.channels_last)
+        return self
+
+    def _layout(self, pixels: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and pixels.ndim == 4:
+            return pixels.contiguous(memory_format=torch.channels_last)
+        return pixels
 
     def forward_tokens(
         self, pixels: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
         """``(pooled [B, C], patch tokens [B, N, C], grid (h, w))`` with ``N = h * w``."""
-        feats = self.trunk.forward_features(pixels)
+        feats = self.trunk.forward_features(self._layout(pixels))
         pooled = self.trunk.forward_head(feats, pre_logits=True)
         if feats.ndim == 4:
             if str(getattr(self.trunk, "output_fmt", "NCHW")) != "NHWC":
@@ -95,7 +116,8 @@ class ImageEncoder(nn.Module):
         return pooled, tokens, grid
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.trunk.forward_head(self.trunk.forward_features(pixels), pre_logits=True)
+        return self.trunk.forward_head(self.trunk.forward_features(self._layout(pixels)),
+                                       pre_logits=True)
 
     def load_weights(self, path: str | os.PathLike[str]) -> dict[str, list[str]]:
         """Load local weights for the backbone from a ``.safetensors`` file.
