@@ -1,9 +1,10 @@
-"""Supervised ceiling: how well can an image tower see each finding when trained on the labels?
+"""Supervised reference: how well can an image tower see each finding when trained on the labels?
 
-Zero-shot scores need no labels, but they cannot see what the image encoder
-cannot: trained from scratch on the same images at the same input size, a
-fully supervised tower bounds what contrastive training of that tower can
-reach in a similar budget.  This script trains a model config's image encoder
+Zero-shot scores need no labels, but they cannot find what the image encoder
+does not see.  Trained from scratch on the same images at the same input
+size, a supervised tower shows which findings the architecture picks up from
+this data in a given budget (a reference, not a bound: longer contrastive
+training can do better on some findings).  This script trains a model config's image encoder
 (``tiny`` by default) from scratch with a 13-finding head (binary
 cross-entropy; "1" positive, "0" and blank negative, "-1" left out) on a
 MIMIC-layout dataset's training split, with the trainer's augmentation, and

@@ -148,6 +148,14 @@ def test_parse_suites():
         parse_suites(["zero_shot", "speed"])
 
 
+def test_consistency_sample_default_is_the_one_the_help_states(capsys):
+    from training.evaluate import CONSISTENCY_STUDIES
+
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    assert f"(default {CONSISTENCY_STUDIES})" in " ".join(capsys.readouterr().out.split())
+
+
 def _nothing_written(folder):
     return not folder.exists() or not any(folder.iterdir())
 

@@ -41,8 +41,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target-sensitivity", type=float, default=0.8,
                    help="sensitivity each finding's operating point aims at (default 0.8)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
-    p.add_argument("--consistency-studies", type=int, default=80,
-                   help="studies sampled for the consistency suite (default 80)")
+    # The default lives in training.evaluate (CONSISTENCY_STUDIES); importing it here
+    # would load torch for every `concord` command.
+    p.add_argument("--consistency-studies", type=int, default=None,
+                   help="studies sampled for the consistency suite (default 500)")
     p.add_argument("--save-calibration", action="store_true",
                    help="also write the fitted calibration into the model directory")
     p.add_argument("--report-dir", default=None,
@@ -110,7 +112,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             suites=args.suite, split=args.split,
             calibration_split=None if args.calibration_split == "none" else args.calibration_split,
             target_sensitivity=args.target_sensitivity, seed=args.seed,
-            consistency_studies=args.consistency_studies, save_calibration=args.save_calibration,
+            save_calibration=args.save_calibration,
+            **({} if args.consistency_studies is None else {"consistency_studies": args.consistency_studies}),
             emit=_progress, device=args.device, results_path=output,
             fractions=_fractions(args.fractions), finetune_steps=args.finetune_steps,
         )

@@ -188,7 +188,7 @@ def run_eval(
     calibration_split: str | None = "validate",
     target_sensitivity: float = 0.8,
     seed: int = 0,
-    consistency_studies: int | None = 80,
+    consistency_studies: int | None = ev.CONSISTENCY_STUDIES,
     save_calibration: bool = False,
     emit: Emit | None = None,
     device: str | None = None,
