@@ -169,6 +169,10 @@ EXCLUDES: tuple[str, ...] = (
     # downloads: Concord never fetches models (huggingface_hub and fsspec import these lazily)
     "hf_xet",
     "aiohttp",
+    # Hugging Face's `kernels` fetches compute kernels from the Hub; transformers (>= 5)
+    # imports it only when installed, and frozen without its data files it fails at
+    # import ("Cannot load dependency data"), taking every model load with it
+    "kernels",
     # torch.compile's GPU kernel compiler (1 GB in the GPU variant); Concord runs eager
     # PyTorch, and torch imports triton only behind has_triton() checks
     "triton",
