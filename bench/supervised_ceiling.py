@@ -40,9 +40,10 @@ from core_model.text.observations import PATHOLOGIES  # noqa: E402
 from training.augment import Augment  # noqa: E402
 from training.dataset import MimicDataset  # noqa: E402
 from training.evaluate import roc_auc  # noqa: E402
+from training.finetune import LABELS, label_row  # noqa: E402
 from training.preprocess import resize_longest  # noqa: E402
 
-_VALUE = {"1": 1.0, "-1": -1.0}  # "0" and blank: 0 (negative); -1: left out
+_COLUMNS = [LABELS.index(o) for o in PATHOLOGIES]
 
 
 def load_split(root: Path, split: str, store: int, first_only: bool) -> tuple[list[np.ndarray], np.ndarray]:
@@ -53,7 +54,8 @@ def load_split(root: Path, split: str, store: int, first_only: bool) -> tuple[li
             continue
         seen.add(sample.study_id)
         images.append(resize_longest(sample.load_image(), store))
-        labels.append([_VALUE.get(sample.labels.get(o, ""), 0.0) for o in PATHOLOGIES])
+        targets, known = label_row(sample.labels)  # as the fine-tune suite reads them
+        labels.append([targets[j] if known[j] else -1.0 for j in _COLUMNS])  # -1: left out
     return images, np.asarray(labels, dtype=np.float32)
 
 

@@ -267,8 +267,8 @@ def test_precision_auto_uses_bf16_where_it_is_native(monkeypatch):
 
     assert uses_bf16("bf16", "cpu") and not uses_bf16("fp32", "cuda:0")
     assert uses_bf16("auto", "cuda") and uses_bf16("auto", "cuda:1")
+    assert isinstance(config_module.cpu_has_bf16(), bool)  # the real probe answers yes or no
     monkeypatch.setattr(config_module, "cpu_has_bf16", lambda: True)
     assert uses_bf16("auto", "cpu")
     monkeypatch.setattr(config_module, "cpu_has_bf16", lambda: False)
     assert not uses_bf16("auto", "cpu")
-    assert isinstance(config_module.__dict__["cpu_has_bf16"](), bool)
