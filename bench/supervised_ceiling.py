@@ -59,6 +59,16 @@ def load_split(root: Path, split: str, store: int, first_only: bool) -> tuple[li
     return images, np.asarray(labels, dtype=np.float32)
 
 
+def balanced_weights(labels: np.ndarray, alpha: float) -> np.ndarray:
+    """Sampling probabilities: each image weighs prevalence**-alpha of its rarest positive
+    finding; an image without one weighs as the commonest finding does."""
+    prevalence = np.clip((labels == 1).mean(axis=0), 1e-4, None)
+    weight = prevalence ** -alpha
+    per_image = np.where(labels == 1, weight[None, :], 0.0).max(axis=1)
+    per_image[per_image == 0] = weight.min()
+    return per_image / per_image.sum()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", required=True, help="MIMIC-layout root (a phantom world)")
@@ -72,6 +82,10 @@ def main() -> int:
     ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--balance", type=float, default=0.0,
+                    help="sample training images by prevalence**-ALPHA of their rarest finding "
+                         "(0: uniform, 0.5: square-root balancing, 1: inverse frequency)")
+    ap.add_argument("--global-pool", help="the trunk's global pooling (timm: avg, max, avgmax; default: the config's)")
     ap.add_argument("--json", help="also write every evaluation to this file")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -80,6 +94,8 @@ def main() -> int:
     cfg = get_config(args.model)
     if args.size:
         cfg.image.image_size = args.size
+    if args.global_pool:
+        cfg.image.timm_kwargs = {**cfg.image.timm_kwargs, "global_pool": args.global_pool}
     size, mean, std = cfg.image.image_size, cfg.image.mean, cfg.image.std
     encoder = ImageEncoder(cfg.image).weights_channels_last_()
     head = torch.nn.Linear(encoder.num_features, len(PATHOLOGIES))
@@ -94,6 +110,7 @@ def main() -> int:
           f"(loaded in {time.perf_counter() - t0:.0f} s)", flush=True)
 
     augment, rng = Augment(), np.random.default_rng(args.seed)
+    sampling = balanced_weights(train_y, args.balance) if args.balance else None
     autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if args.precision == "bf16" \
         else contextlib.nullcontext
     optimiser = torch.optim.AdamW([*encoder.parameters(), *head.parameters()], lr=args.lr,
@@ -131,7 +148,8 @@ def main() -> int:
         lr = args.lr * min(1.0, (step + 1) / args.warmup) * 0.5 * (1 + math.cos(math.pi * step / args.steps))
         for group in optimiser.param_groups:
             group["lr"] = lr
-        rows = rng.integers(0, len(train_x), args.batch_size)
+        rows = rng.choice(len(train_x), args.batch_size, p=sampling) if sampling is not None \
+            else rng.integers(0, len(train_x), args.batch_size)
         y = torch.from_numpy(train_y[rows])
         with autocast():
             logits = head(encoder(pixels(train_x, rows, True))).float()

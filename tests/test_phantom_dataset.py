@@ -128,3 +128,19 @@ def test_cli_phantom_and_summary(tmp_path, capsys):
     sheet = tmp_path / "sheet.png"
     assert main(["data", "contact-sheet", str(out), "-o", str(sheet), "--count", "4"]) == 0
     assert sheet.stat().st_size > 10_000
+
+
+def test_cli_phantom_only_some_findings(tmp_path, capsys):
+    out = tmp_path / "w"
+    assert main(["phantom", "--out", str(out), "--studies", "16", "--seed", "2", "--size", "96",
+                 "--only", "Fracture, Lung Lesion", "--workers", "1"]) == 0
+    found = set()
+    for line in (out / TRUTH_JSONL).read_text().splitlines():
+        found |= {f["observation"] for f in json.loads(line)["findings"]} - {"Support Devices"}
+    assert found and found <= {"Fracture", "Lung Lesion"}
+    capsys.readouterr()
+    assert main(["phantom", "--out", str(tmp_path / "x"), "--studies", "4", "--only", "Fractur"]) == 2
+    assert "unknown pathologies ['Fractur']" in capsys.readouterr().err
+    assert main(["phantom", "--out", str(tmp_path / "y"), "--studies", "4", "--only", " , "]) == 2
+    assert "names no finding" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

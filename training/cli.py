@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(the imbalance study of the paper's Table 3; default 0)")
     p.add_argument("--extra-normal-report", default="No active lung lesion.", metavar="TEXT",
                    help="the report of every extra normal study (default: %(default)s)")
+    p.add_argument("--only", metavar="FINDINGS",
+                   help="comma-separated findings, the only pathologies the world's abnormal studies have "
+                        "(e.g. 'Fracture' or 'Lung Lesion,Pleural Other'); default: all, at their prevalence")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
     p.set_defaults(func=_cmd_phantom)
 
@@ -279,11 +282,17 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
 
     if os.path.isdir(args.out) and os.listdir(args.out):
         raise InputError(f"{args.out} is not empty; choose a new folder (a world is never written over another)")
+    only = None
+    if args.only is not None:
+        only = tuple(name.strip() for name in args.only.split(",") if name.strip())
+        if not only:
+            raise InputError("--only names no finding; give one or more, separated by commas (e.g. 'Fracture')")
     try:
         config = WorldConfig(
             studies=args.studies, seed=args.seed, size=args.size,
             normal_fraction=args.normal_fraction, dicom=args.dicom,
             extra_normals=args.extra_normals, extra_normal_report=args.extra_normal_report,
+            pathologies=only,
         )
     except ValueError as exc:
         raise InputError(str(exc)) from exc
