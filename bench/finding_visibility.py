@@ -28,10 +28,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core_model.text.observations import FINDINGS  # noqa: E402
-from training.phantom.anatomy import sample_anatomy  # noqa: E402
-from training.phantom.render import render  # noqa: E402
-from training.phantom.truth import Finding  # noqa: E402
-from training.phantom.world import WorldConfig, plan_patients, stream  # noqa: E402
+from training.phantom.writer import TRUTH_JSONL, read_world_config, rerender  # noqa: E402
 
 
 def reduce(pixels: np.ndarray, size: int) -> np.ndarray:
@@ -49,13 +46,11 @@ def main() -> int:
 
     root = Path(args.data)
     try:
-        world = json.loads((root / "phantom-world.json").read_text())["config"]
-        truth_lines = (root / "phantom-truth.jsonl").open()
-    except (OSError, KeyError, ValueError) as exc:
+        config = read_world_config(root)
+        truth_lines = (root / TRUTH_JSONL).open()
+    except (OSError, ValueError) as exc:
         print(f"error: {root} is not a phantom world ({exc})", file=sys.stderr)
         return 2
-    config = WorldConfig(**{**world, "pathologies": tuple(world["pathologies"]) if world.get("pathologies") else None})
-    patients = {p.subject_id: p for p in plan_patients(config)}
     wanted = list(FINDINGS)
     rows: dict[str, list[tuple[float, float]]] = {f: [] for f in wanted}
     t0 = time.perf_counter()
@@ -66,17 +61,9 @@ def main() -> int:
             todo = [f for f in wanted if f in present and len(rows[f]) < args.per_finding]
             if not todo or not study["images"]:
                 continue
-            patient = patients[study["subject_id"]]
-            anatomy = sample_anatomy(stream(config.seed, "anatomy", patient.index))
-            findings = [Finding(**f) for f in study["findings"]]
-            image = study["images"][0]
-            seed = int(stream(config.seed, "render", study["study_id"], 0).integers(0, 2**31))
-            full = reduce(render(anatomy, findings, view=image["view"], size=config.size, seed=seed).pixels, args.size)
+            full = reduce(rerender(config, study).pixels, args.size)
             for name in todo:
-                rest = [f for f in findings if f.observation != name]
-                without = reduce(render(anatomy, rest, view=image["view"], size=config.size, seed=seed).pixels,
-                                 args.size)
-                diff = np.abs(full - without)
+                diff = np.abs(full - reduce(rerender(config, study, without=name).pixels, args.size))
                 rows[name].append((float(diff.max()), float(np.sqrt((diff**2).sum()))))
             if all(len(v) >= args.per_finding for v in rows.values()):
                 break

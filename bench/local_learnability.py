@@ -31,20 +31,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core_model.text.observations import FINDINGS  # noqa: E402
 from training.evaluate import roc_auc  # noqa: E402
-
-
-def image_path(root: Path, subject: int, study: int, dicom: str) -> Path:
-    return root / "files" / f"p{str(subject)[:2]}" / f"p{subject}" / f"s{study}" / f"{dicom}.jpg"
+from training.phantom.writer import SPLIT_CSV, TRUTH_JSONL, study_dir  # noqa: E402
 
 
 def collect(root: Path, finding: str, max_negatives: int) -> tuple[dict, dict]:
     split = {}
-    with (root / "mimic-cxr-2.0.0-split.csv").open(newline="") as fh:
+    with (root / SPLIT_CSV).open(newline="") as fh:
         for row in csv.DictReader(fh):
             split[row["dicom_id"]] = row["split"]
     pos: dict[str, list] = {"train": [], "test": []}
     neg: dict[str, list] = {"train": [], "test": []}
-    with (root / "phantom-truth.jsonl").open() as fh:
+    with (root / TRUTH_JSONL).open() as fh:
         for line in fh:
             study = json.loads(line)
             if not study["images"]:
@@ -53,7 +50,7 @@ def collect(root: Path, finding: str, max_negatives: int) -> tuple[dict, dict]:
             part = split.get(image["dicom_id"])
             if part not in pos:
                 continue
-            path = image_path(root, study["subject_id"], study["study_id"], image["dicom_id"])
+            path = study_dir(root, study["subject_id"], study["study_id"]) / f"{image['dicom_id']}.jpg"
             boxes = [r["box"] for r in image["regions"] if r["observation"] == finding]
             if boxes:
                 pos[part].append((path, boxes[0], image["columns"]))

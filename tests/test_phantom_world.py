@@ -132,28 +132,22 @@ def test_a_film_renders_again_from_the_truth_file(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from training.phantom.anatomy import sample_anatomy
-    from training.phantom.render import render, rle_decode
-    from training.phantom.world import stream
-    from training.phantom.writer import build_world
+    from training.phantom.render import rle_decode
+    from training.phantom.writer import build_world, read_world_config, rerender
 
     config = WorldConfig(studies=6, seed=5, size=128, normal_fraction=0.0)
     build_world(config, tmp_path, workers=1)
-    patients = {p.subject_id: p for p in plan_patients(config)}
+    assert read_world_config(tmp_path) == config
     study = json.loads((tmp_path / "phantom-truth.jsonl").read_text().splitlines()[0])
     image = study["images"][0]
-    anatomy = sample_anatomy(stream(config.seed, "anatomy", patients[study["subject_id"]].index))
-    findings = [Finding(**f) for f in study["findings"]]
-    seed = int(stream(config.seed, "render", study["study_id"], 0).integers(0, 2**31))
-    again = render(anatomy, findings, view=image["view"], size=config.size, seed=seed).pixels * 255.0
+    again = rerender(config, study).pixels * 255.0
     written = next(tmp_path.rglob(f"{image['dicom_id']}.jpg"))
     film = np.asarray(Image.open(written).convert("L"), dtype=np.float32)
     assert np.abs(again - film).mean() < 3.0  # JPEG quality 95
 
     region = image["regions"][0]
     name = study["findings"][region["finding"]]["observation"]
-    rest = [f for f in findings if f.observation != name]
-    without = render(anatomy, rest, view=image["view"], size=config.size, seed=seed).pixels * 255.0
+    without = rerender(config, study, without=name).pixels * 255.0
     changed = np.abs(again - without) > 2.0
     mask = rle_decode(region["mask_rle"], (config.size, config.size)).astype(bool)
     assert changed[mask].mean() > 0.5, name

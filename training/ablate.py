@@ -837,8 +837,7 @@ def imbalanced_world(data_root: str | os.PathLike[str], out: str | os.PathLike[s
     Built once (``phantom-world.json`` records it); the regular studies are the
     same as the plain world's.  Returns the folder and the normal report text.
     """
-    from training.phantom.world import WorldConfig
-    from training.phantom.writer import WORLD_JSON, build_world
+    from training.phantom.writer import WORLD_JSON, build_world, read_world_config
 
     if extra < 1:
         raise AblationError(f"--imbalance needs at least 1 extra normal study, not {extra}")
@@ -846,13 +845,9 @@ def imbalanced_world(data_root: str | os.PathLike[str], out: str | os.PathLike[s
     if source is None or "config" not in source:
         raise AblationError(f"{data_root}: --imbalance needs a phantom world (no {WORLD_JSON}); "
                             "build one with concord phantom")
-    fields = dict(source["config"])
-    if fields.get("pathologies") is not None:
-        fields["pathologies"] = tuple(fields["pathologies"])
-    fields["extra_normals"] = extra
     try:
-        config = WorldConfig(**fields)
-    except (TypeError, ValueError) as exc:
+        config = replace(read_world_config(data_root), extra_normals=extra)
+    except (OSError, ValueError) as exc:
         raise AblationError(f"{data_root}/{WORLD_JSON}: {exc}") from exc
     target = Path(out)
     made = _read_json(target / WORLD_JSON)

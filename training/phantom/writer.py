@@ -24,14 +24,15 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
 from core_model.text.observations import OBSERVATIONS
-from training.phantom.truth import ImageTruth, StudyTruth
+from training.phantom.truth import Finding, ImageTruth, StudyTruth
 from training.phantom.world import (
+    SUBJECT_BASE,
     PatientPlan,
     WorldConfig,
     derive_labels,
@@ -39,6 +40,10 @@ from training.phantom.world import (
     plan_patients,
     stream,
 )
+
+if TYPE_CHECKING:
+    from training.phantom.anatomy import Anatomy
+    from training.phantom.render import Rendered
 
 METADATA_CSV = "mimic-cxr-2.0.0-metadata.csv"
 SPLIT_CSV = "mimic-cxr-2.0.0-split.csv"
@@ -111,13 +116,49 @@ def _make_patient_args(args: tuple[WorldConfig, PatientPlan, str]) -> list[dict[
     return _make_patient(*args)
 
 
-def _make_patient(config: WorldConfig, patient: PatientPlan, out: str) -> list[dict[str, Any]]:
+def _anatomy(config: WorldConfig, patient_index: int) -> Anatomy:
     from training.phantom.anatomy import sample_anatomy
+
+    return sample_anatomy(stream(config.seed, "anatomy", patient_index))
+
+
+def _render_seed(config: WorldConfig, study_id: int, index: int) -> int:
+    return int(stream(config.seed, "render", study_id, index).integers(0, 2**31))
+
+
+def rerender(config: WorldConfig, study: dict[str, Any], index: int = 0, *,
+             without: str | None = None) -> Rendered:
+    """Image ``index`` of ``study`` (a ``phantom-truth.jsonl`` record) rendered again as it was
+    written (same anatomy, pose, exposure and noise), or with the finding ``without`` left out."""
+    from training.phantom.render import render
+
+    image = study["images"][index]
+    findings = [Finding(**f) for f in study["findings"] if f["observation"] != without]
+    anatomy = _anatomy(config, int(study["subject_id"]) - SUBJECT_BASE)
+    return render(anatomy, findings, view=image["view"], size=config.size,
+                  seed=_render_seed(config, int(study["study_id"]), index))
+
+
+def read_world_config(root: str | os.PathLike[str]) -> WorldConfig:
+    """The configuration that made the world at ``root`` (its ``phantom-world.json``).
+
+    Raises ``OSError`` when the file is missing or unreadable and ``ValueError`` when it does
+    not describe a world."""
+    try:
+        fields = dict(json.loads((Path(root) / WORLD_JSON).read_text())["config"])
+        if fields.get("pathologies") is not None:
+            fields["pathologies"] = tuple(fields["pathologies"])
+        return WorldConfig(**fields)
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"{Path(root) / WORLD_JSON} does not describe a phantom world ({exc})") from None
+
+
+def _make_patient(config: WorldConfig, patient: PatientPlan, out: str) -> list[dict[str, Any]]:
     from training.phantom.render import render
     from training.phantom.report_writer import write_report
 
     root = Path(out)
-    anatomy = sample_anatomy(stream(config.seed, "anatomy", patient.index))
+    anatomy = _anatomy(config, patient.index)
     start = date(2150, 1, 1) + timedelta(days=int(stream(config.seed, "date", patient.index).integers(0, 15000)))
     records = []
     prior: StudyTruth | None = None
@@ -133,8 +174,8 @@ def _make_patient(config: WorldConfig, patient: PatientPlan, out: str) -> list[d
         for k in range(count):
             dicom_id = dicom_id_for(config.seed, study.study_id, k)
             image_view = view if k == 0 else ("AP" if view == "AP" else str(rng.choice(["PA", "AP"], p=[0.8, 0.2])))
-            seed = int(stream(config.seed, "render", study.study_id, k).integers(0, 2**31))
-            rendered = render(anatomy, study.findings, view=image_view, size=config.size, seed=seed)
+            rendered = render(anatomy, study.findings, view=image_view, size=config.size,
+                              seed=_render_seed(config, study.study_id, k))
             pixels8 = np.clip(np.rint(rendered.pixels * 255.0), 0, 255).astype(np.uint8)
             Image.fromarray(pixels8, mode="L").save(folder / f"{dicom_id}.jpg", quality=95)
             image = ImageTruth(dicom_id, image_view, config.size, config.size, float(rendered.pixel_spacing_mm), list(rendered.regions))
