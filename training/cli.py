@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 from core_model.text.io import InputError
 from training.prepare_cli import register_prepare
@@ -47,6 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=_cmd_data_summary)
     register_index(sub)
     register_train(sub)
+    register_pretrain_image(sub)
     register_prompts(sub)
     from training.evalcli import register as register_eval
 
@@ -74,6 +76,11 @@ def register_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="run folder (new, or an earlier run with --resume)")
     p.add_argument("--variant", help="loss variant (overrides the config), e.g. clip, clip-ng-dtcg, offclip")
     p.add_argument("--steps", type=int, help="optimiser steps (overrides the config)")
+    p.add_argument("--image-weights", metavar="FILE.safetensors",
+                   help="start the image backbone from these local weights (overrides the config's "
+                   "image_weights; e.g. the output of concord pretrain-image)")
+    p.add_argument("--text-dir", metavar="DIR",
+                   help="start the text encoder from a local HuggingFace BERT folder (overrides text_dir)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA if present)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--cache", help="preprocessing cache folder, shared by runs on the same data "
@@ -92,7 +99,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from training.trainer import TrainingCancelled, TrainingError, train
 
     try:
-        config = load_train_config(args.config, variant=args.variant, steps=args.steps)
+        config = load_train_config(
+            args.config, variant=args.variant, steps=args.steps,
+            image_weights=str(Path(args.image_weights).resolve()) if args.image_weights else None,
+            text_dir=str(Path(args.text_dir).resolve()) if args.text_dir else None)
     except ValueError as exc:
         raise InputError(str(exc)) from exc
     if args.threads is not None:
@@ -149,6 +159,67 @@ def _train_progress(mode: str, steps: int):  # noqa: ANN202 - yields the event c
         yield emit
     finally:
         bar.close()
+
+
+def register_pretrain_image(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "pretrain-image",
+        help="pretrain a config's image backbone as a finding classifier (weights for concord train)",
+        description="Train the config's image backbone with a 12-finding head on the training "
+        "split's report labels and write the backbone as a .safetensors file that "
+        "concord train --image-weights (or image_weights: in a config) starts from. "
+        "Progress and validation AUC are printed as JSON lines.",
+    )
+    p.add_argument("--data", required=True, help="dataset root in MIMIC-CXR-JPG's layout")
+    p.add_argument("--out", required=True, metavar="FILE.safetensors",
+                   help="weights file to write (a .json summary is written beside it)")
+    p.add_argument("--model", default="tiny", help="model config whose image backbone is trained (default tiny)")
+    p.add_argument("--steps", type=int, default=6000, help="optimiser steps (default 6000)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
+    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="bf16")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-every", type=int, default=1000, help="validate every N steps (default 1000)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.set_defaults(func=_cmd_pretrain_image)
+
+
+def _cmd_pretrain_image(args: argparse.Namespace) -> int:
+    from training.dataset import DatasetError
+    from training.pretrain_image import (
+        PretrainCancelled,
+        PretrainConfig,
+        PretrainError,
+        pretrain_image,
+    )
+    from training.trainer import json_lines
+
+    if args.eval_every < 1:
+        raise InputError(f"--eval-every must be at least 1, got {args.eval_every}")
+    try:
+        config = PretrainConfig(model=args.model, steps=args.steps, batch_size=args.batch_size,
+                                lr=args.lr, warmup=args.warmup, precision=args.precision, seed=args.seed)
+        from core_model.model.config import get_config
+
+        get_config(config.model)
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+    if args.threads is not None:
+        if args.threads < 1:
+            raise InputError(f"--threads must be at least 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        out = pretrain_image(config, args.data, args.out, eval_every=args.eval_every, emit=json_lines)
+    except PretrainCancelled as exc:
+        print(f"concord pretrain-image: {exc}", file=sys.stderr)
+        return 130
+    except (PretrainError, DatasetError) as exc:
+        raise InputError(str(exc)) from exc
+    print(f"concord pretrain-image: backbone weights written to {out}", file=sys.stderr)
+    return 0
 
 
 def register_prompts(sub: argparse._SubParsersAction) -> None:

@@ -64,6 +64,15 @@ class TrainConfig:
     #: frequent sentences asserting and negating it (core_model/prompts.py), used for
     #: validation and saved with the model as prompts.json; 0 keeps the built-in prompts.
     prompts_per_finding: int = 20
+    #: Start the image backbone from these local weights (a ``.safetensors`` file in
+    #: timm's key layout: ImageNet or chest-film pretrained weights, or those written
+    #: by ``concord pretrain-image``); None trains it from scratch.  A relative path in
+    #: a config file is read from the file's folder.
+    image_weights: str | None = None
+    #: Start the text encoder from a local HuggingFace BERT folder (BioClinicalBERT:
+    #: config.json, safetensors weights, tokenizer); its tokenizer replaces the one
+    #: trained on the reports, and ``vocab_size`` is then unused.  None: from scratch.
+    text_dir: str | None = None
 
     def __post_init__(self) -> None:
         variant_spec(self.variant)
@@ -86,6 +95,10 @@ class TrainConfig:
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         self.loss_config()  # validates thresholds and weights
+        for name in ("image_weights", "text_dir"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ValueError(f"{name} must be a path, got {value!r}")
 
     def loss_config(self) -> LossConfig:
         return LossConfig(
@@ -164,6 +177,9 @@ def load_train_config(name_or_path: str, **overrides: Any) -> TrainConfig:
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a mapping of settings")
         base = NAMED.get(str(data.pop("base", "tiny")), NAMED["tiny"])
+        for name in ("image_weights", "text_dir"):  # relative to the file, not to the shell
+            if isinstance(data.get(name), str) and not Path(data[name]).is_absolute():
+                data[name] = str((path.parent / data[name]).resolve())
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(data) - known)
     if unknown:

@@ -54,6 +54,7 @@ from safetensors.torch import load_file, save_file
 from core_model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from core_model.losses import ConcordLoss
 from core_model.model.clip import ConcordCLIP, create_model
+from core_model.model.encoders import WeightsError
 from core_model.model.tokenizer import train_wordpiece
 from core_model.prompts import build_prompt_bank
 from core_model.text.edits import AlignEdit, make_edit, report_rng
@@ -385,6 +386,11 @@ def train(
     if config.batch_size % d.world:
         raise TrainingError(f"batch_size {config.batch_size} is not divisible by {d.world} processes")
     _check_run_dir(run, config, data_root, resume, write=False)
+    if not resume:  # before reading the data: a wrong path should not wait for it
+        if config.image_weights and not Path(config.image_weights).is_file():
+            raise TrainingError(f"image_weights not found: {config.image_weights}")
+        if config.text_dir and not Path(config.text_dir).is_dir():
+            raise TrainingError(f"text_dir is not a folder: {config.text_dir}")
     _barrier(d)
     if d.main:
         _check_run_dir(run, config, data_root, resume, write=True)
@@ -423,9 +429,14 @@ def train(
         state_tensors = load_file(latest / STATE_TENSORS)
     else:
         torch.manual_seed(config.seed)
-        tokenizer = train_wordpiece([p.text for p in pairs] + [p.text_neg for p in pairs],
-                                    vocab_size=config.vocab_size)
-        model = create_model(config.model, tokenizer=tokenizer).to(device)
+        tokenizer = None if config.text_dir else train_wordpiece(
+            [p.text for p in pairs] + [p.text_neg for p in pairs], vocab_size=config.vocab_size)
+        try:
+            model = create_model(config.model, tokenizer=tokenizer, image_weights=config.image_weights,
+                                 text_dir=config.text_dir).to(device)
+        except (WeightsError, OSError, ValueError) as exc:
+            raise TrainingError(f"cannot start from the configured weights: {exc}") from exc
+        tokenizer = model.tokenizer
         state_json, state_tensors = None, None
     model.visual.weights_channels_last_()  # the fast layout for a CNN's training step
 
