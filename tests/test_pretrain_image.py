@@ -109,3 +109,20 @@ def test_pretrain_bad_inputs_and_cancel(world, tmp_path, capsys):
     assert signal.getsignal(signal.SIGTERM) == before  # the previous handler is back
     with pytest.raises(PretrainError, match="only .* training images"):
         pretrain_image(PretrainConfig(steps=1, batch_size=4096, warmup=1), world, tmp_path / "big.safetensors")
+
+
+def test_a_pretrained_backbone_can_learn_at_a_fraction_of_the_rate(world, tower, tmp_path):
+    config = TrainConfig(**{**TRAIN.to_json(), "image_weights": str(tower), "image_lr_scale": 0.1,
+                            "steps": 2, "lr": 5e-4, "warmup": 2, "checkpoint_every": 2})
+    train(config, world, tmp_path / "run", emit=lambda e: None)
+    state = json.loads((tmp_path / "run" / "checkpoints" / "step-0000002" / "trainer_state.json").read_text())
+    groups = state["param_groups"]
+    scales = sorted(g["lr_scale"] for g in groups)
+    assert scales == [0.1, 0.1, 1.0, 1.0]
+    trunk_params = sum(p.numel() for p in load_checkpoint(tmp_path / "run" / "model").model.visual.trunk.parameters())
+    sizes = {g["lr_scale"]: len(g["params"]) for g in groups}
+    assert sizes[0.1] > 0 and trunk_params > 0
+    rates = {g["lr_scale"]: g["lr"] for g in groups}
+    assert rates[0.1] == pytest.approx(0.1 * rates[1.0])
+    with pytest.raises(ValueError, match="image_lr_scale"):
+        TrainConfig(image_lr_scale=0)

@@ -73,6 +73,10 @@ class TrainConfig:
     #: config.json, safetensors weights, tokenizer); its tokenizer replaces the one
     #: trained on the reports, and ``vocab_size`` is then unused.  None: from scratch.
     text_dir: str | None = None
+    #: The image backbone learns at this fraction of ``lr`` (warm-up and cosine
+    #: as the rest): below 1 a pretrained backbone (``image_weights``) keeps more
+    #: of what it learned while the text encoder and projections learn at full rate.
+    image_lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
         variant_spec(self.variant)
@@ -94,6 +98,8 @@ class TrainConfig:
             raise ValueError("batch_size must be at least 2 (a contrastive batch)")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if not 0 < self.image_lr_scale <= 1:
+            raise ValueError(f"image_lr_scale must be in (0, 1], got {self.image_lr_scale}")
         self.loss_config()  # validates thresholds and weights
         for name in ("image_weights", "text_dir"):
             value = getattr(self, name)

@@ -119,12 +119,34 @@ def lr_at(step: int, *, base: float, warmup: int, total: int) -> float:
     return 0.5 * base * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def make_optimiser(model: ConcordCLIP, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not biases, norms or the temperature)."""
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "logit_scale" not in n]
-    rest = [p for n, p in model.named_parameters() if p.ndim < 2 or "logit_scale" in n]
+def make_optimiser(model: ConcordCLIP, lr: float, weight_decay: float,
+                   image_lr_scale: float = 1.0) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not biases, norms or the temperature).
+
+    With ``image_lr_scale`` other than 1 the image backbone's parameters get
+    their own groups whose ``lr_scale`` multiplies the scheduled rate (a
+    pretrained backbone fine-tuned more gently than the rest); the training
+    loop sets ``lr = scheduled * group.get("lr_scale", 1)``.
+    """
+    def split(params: list[tuple[str, torch.nn.Parameter]]) -> tuple[list, list]:
+        decay = [p for n, p in params if p.ndim >= 2 and "logit_scale" not in n]
+        rest = [p for n, p in params if p.ndim < 2 or "logit_scale" in n]
+        return decay, rest
+
+    if image_lr_scale == 1.0:
+        decay, rest = split(list(model.named_parameters()))
+        return torch.optim.AdamW(
+            [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}], lr=lr
+        )
+    trunk = {id(p) for p in model.visual.trunk.parameters()}
+    named = list(model.named_parameters())
+    decay, rest = split([(n, p) for n, p in named if id(p) not in trunk])
+    t_decay, t_rest = split([(n, p) for n, p in named if id(p) in trunk])
     return torch.optim.AdamW(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}], lr=lr
+        [{"params": decay, "weight_decay": weight_decay, "lr_scale": 1.0},
+         {"params": rest, "weight_decay": 0.0, "lr_scale": 1.0},
+         {"params": t_decay, "weight_decay": weight_decay, "lr_scale": image_lr_scale},
+         {"params": t_rest, "weight_decay": 0.0, "lr_scale": image_lr_scale}], lr=lr
     )
 
 
@@ -170,7 +192,7 @@ def fit(
         batch = [pairs[i] for i in chosen]
         current = lr_at(step, base=lr, warmup=warmup, total=steps)
         for group in optimiser.param_groups:
-            group["lr"] = current
+            group["lr"] = current * group.get("lr_scale", 1.0)
         out = loss_fn(**collate(model, batch, needs, images[chosen]))
         if not torch.isfinite(out.total):
             raise FloatingPointError(f"loss is {out.total.item()} at step {step}; stopping")

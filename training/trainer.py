@@ -447,7 +447,7 @@ def train(
         step_module = torch.nn.parallel.DistributedDataParallel(
             step_module, device_ids=[d.local_rank] if device.startswith("cuda") else None,
             find_unused_parameters=not ({"graph", "graph_neg"} & set(needs)))
-    optimiser = make_optimiser(model, config.lr, config.weight_decay)
+    optimiser = make_optimiser(model, config.lr, config.weight_decay, config.image_lr_scale)
     step = 0
     record = {"best": None, "best_step": None, "bad": 0}
     if state_json is not None:
@@ -485,7 +485,7 @@ def train(
             terms: dict[str, float] = {}
             current = lr_at(step, base=config.lr, warmup=config.warmup, total=config.steps)
             for group in optimiser.param_groups:
-                group["lr"] = current
+                group["lr"] = current * group.get("lr_scale", 1.0)
             optimiser.zero_grad(set_to_none=True)
             for micro in range(config.grad_accum):
                 t0 = time.perf_counter()
