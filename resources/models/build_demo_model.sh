@@ -1,17 +1,14 @@
 #!/usr/bin/env bash
 # Rebuild the bundled demo model from nothing: a 10,000-study phantom world,
-# its preprocessing cache, the image backbone pretrained on the training
-# split's labels (concord pretrain-image), the tiny model (clip-ng-dtcg) and
-# the plain-CLIP baseline trained the same way from that backbone, and both
-# evaluations.
+# its preprocessing cache, the tiny model (clip-ng-dtcg) and the plain-CLIP
+# baseline trained the same way, and both evaluations.
 #
 #   bash resources/models/build_demo_model.sh [WORK_DIR]
 #
 # WORK_DIR (default: ./demo-model-work) receives the world, the cache and the
 # runs; the finished model is copied to resources/models/concord-tiny-demo/
-# with its evaluation. A fixed thread count keeps the result bit-for-bit
-# reproducible on the same CPU (two for the backbone, then one per training,
-# the two trainings side by side).
+# with its evaluation. One CPU thread per training keeps the result bit-for-bit
+# reproducible on CPU; the two trainings run side by side.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 work="${1:-demo-model-work}"
@@ -21,16 +18,12 @@ export OMP_NUM_THREADS=1
 [ -f "$work/world/mimic-cxr-2.0.0-metadata.csv" ] || \
   concord phantom --out "$work/world" --studies 10000 --seed 7 --size 256 --workers 2
 concord data prepare "$work/world" --cache "$work/cache" --image-size 160 --workers 2
-[ -f "$work/tower.safetensors" ] || \
-  concord pretrain-image --data "$work/world" --out "$work/tower.safetensors" --steps 6000 \
-    --lr 1e-3 --precision bf16 --threads 2 > "$work/pretrain.jsonl"
 
 for variant in clip-ng-dtcg clip; do
   resume=""
   [ -f "$work/run-$variant/run.json" ] && resume="--resume"
   concord train --config "$here/demo-train.yaml" --variant "$variant" --data "$work/world" \
-    --cache "$work/cache" --out "$work/run-$variant" --image-weights "$work/tower.safetensors" \
-    --threads 1 --progress json $resume \
+    --cache "$work/cache" --out "$work/run-$variant" --threads 1 --progress json $resume \
     > "$work/train-$variant.jsonl" &
 done
 wait
