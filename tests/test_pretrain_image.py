@@ -37,6 +37,17 @@ def tower(world, tmp_path_factory):
     return out
 
 
+def test_progress_is_json_lines_with_throughput(world, tmp_path, capsys):
+    out = tmp_path / "t.safetensors"
+    assert main(["pretrain-image", "--data", str(world), "--out", str(out), "--steps", "50",
+                 "--batch-size", "4", "--eval-every", "50", "--threads", "1"]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds == ["data", "step", "evaluate"]
+    step = events[1]
+    assert step["step"] == 50 and step["samples_per_s"] > 0 and step["eta_s"] == 0
+
+
 def test_pretrain_writes_the_backbone_and_its_validation_auc(tower):
     state = load_file(str(tower))
     assert state and not any(k.startswith(("head.", "fc.")) for k in state), "the classifier head is not saved"

@@ -224,7 +224,11 @@ def train_classifier(config: PretrainConfig, data_root: str | os.PathLike[str], 
             raise PretrainCancelled(f"cancelled at step {step}; nothing was written")
         loss = clf.step(step, train_x, train_y, sampling)
         if (step + 1) % 50 == 0:
-            emit({"event": "step", "step": step + 1, "steps": config.steps, "loss": round(loss, 5)})
+            elapsed = time.perf_counter() - start
+            rate = (step + 1) / max(elapsed, 1e-9)
+            emit({"event": "step", "step": step + 1, "steps": config.steps, "loss": round(loss, 5),
+                  "samples_per_s": round(rate * config.batch_size, 1),
+                  "eta_s": round((config.steps - step - 1) / rate, 1)})
         if (step + 1) % eval_every == 0 or step + 1 == config.steps:
             aucs = clf.evaluate(eval_x, eval_y)
             row = {"step": step + 1, "epoch": round((step + 1) * config.batch_size / len(train_x), 2),
