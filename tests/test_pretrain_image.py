@@ -137,3 +137,18 @@ def test_a_pretrained_backbone_can_learn_at_a_fraction_of_the_rate(world, tower,
     assert rates[0.1] == pytest.approx(0.1 * rates[1.0])
     with pytest.raises(ValueError, match="image_lr_scale"):
         TrainConfig(image_lr_scale=0)
+
+
+def test_a_full_disk_gives_a_clear_error_and_no_file(world, tmp_path, monkeypatch):
+    import errno
+
+    import training.pretrain_image as module
+
+    def full(path, data, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(module, "atomic_write_bytes", full)
+    out = tmp_path / "w.safetensors"
+    with pytest.raises(PretrainError, match="could not write .*No space left on device"):
+        pretrain_image(PretrainConfig(steps=1, batch_size=4, warmup=1), world, out)
+    assert not out.exists() and not out.with_suffix(".json").exists()
