@@ -105,12 +105,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             text_dir=str(Path(args.text_dir).resolve()) if args.text_dir else None)
     except ValueError as exc:
         raise InputError(str(exc)) from exc
-    if args.threads is not None:
-        if args.threads < 1:
-            raise InputError(f"--threads must be at least 1, got {args.threads}")
-        import torch
-
-        torch.set_num_threads(args.threads)
+    _set_threads(args.threads)
     try:
         with _train_progress(args.progress, config.steps) as emit:
             final = train(config, args.data, args.out, device=args.device, resume=args.resume,
@@ -125,6 +120,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
         print(f"concord train: model written to {final}", file=sys.stderr)
     return 0
+
+
+def _set_threads(threads: int | None) -> None:
+    """``--threads``: torch's CPU thread count (None leaves torch's choice)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise InputError(f"--threads must be at least 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 @contextlib.contextmanager
@@ -205,12 +211,7 @@ def _cmd_pretrain_image(args: argparse.Namespace) -> int:
         get_config(config.model)
     except ValueError as exc:
         raise InputError(str(exc)) from exc
-    if args.threads is not None:
-        if args.threads < 1:
-            raise InputError(f"--threads must be at least 1, got {args.threads}")
-        import torch
-
-        torch.set_num_threads(args.threads)
+    _set_threads(args.threads)
     try:
         out = pretrain_image(config, args.data, args.out, eval_every=args.eval_every, emit=json_lines)
     except PretrainCancelled as exc:

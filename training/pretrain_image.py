@@ -24,7 +24,6 @@ import contextlib
 import json
 import math
 import os
-import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -45,6 +44,7 @@ from training.dataset import MimicDataset
 from training.evaluate import roc_auc
 from training.finetune import LABELS, label_row
 from training.preprocess import resize_longest
+from training.trainer import stop_signals
 
 _COLUMNS = [LABELS.index(o) for o in PATHOLOGIES]
 
@@ -252,22 +252,13 @@ def pretrain_image(config: PretrainConfig, data_root: str | os.PathLike[str], ou
         raise PretrainError(f"{target.name}: the output must be a .safetensors file")
     if not target.parent.is_dir():
         raise PretrainError(f"no folder {target.parent} to write {target.name} into")
-    stop = {"signal": None}
-
-    def on_signal(signum: int, frame: Any) -> None:
-        stop["signal"] = signum
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        last: tuple[ImageClassifier, dict[str, Any]] | None = None
-        history = []
+    last: tuple[ImageClassifier, dict[str, Any]] | None = None
+    history = []
+    with stop_signals() as stopped:
         for clf, row in train_classifier(config, data_root, eval_every=eval_every, emit=emit,
-                                         cancelled=lambda: stop["signal"] is not None):
+                                         cancelled=stopped):
             history.append(row)
             last = (clf, row)
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
     assert last is not None
     clf, row = last
     try:

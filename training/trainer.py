@@ -479,7 +479,7 @@ def train(
     start, start_step = time.perf_counter(), step
     data_time = 0.0
     early = False
-    with _stop_signals() as stop:
+    with stop_signals() as stop:
         while step < config.steps:
             total = 0.0
             terms: dict[str, float] = {}
@@ -695,8 +695,12 @@ def _load_optimiser(optimiser: torch.optim.Optimizer, state_json: dict[str, Any]
 
 
 @contextmanager
-def _stop_signals():  # noqa: ANN202 - yields a callable
-    """SIGINT / SIGTERM set a flag; the loop stops at the next step boundary."""
+def stop_signals():  # noqa: ANN202 - yields a callable
+    """SIGINT / SIGTERM set a flag; the loop stops at the next step boundary.
+
+    Yields a callable that says whether a stop was asked for; the previous
+    handlers are back on exit.  Outside the main thread signals stay as they are.
+    """
     requested = {"stop": False}
 
     def handler(signum: int, frame: Any) -> None:
@@ -715,5 +719,5 @@ def _stop_signals():  # noqa: ANN202 - yields a callable
             signal.signal(sig, old)
 
 
-__all__ = ["TrainingCancelled", "TrainingError", "json_lines", "load_split", "train", "validate",
-           "validation_triples"]
+__all__ = ["TrainingCancelled", "TrainingError", "json_lines", "load_split", "stop_signals", "train",
+           "validate", "validation_triples"]
