@@ -88,6 +88,29 @@ def test_concord_train_command(world, tmp_path, capsys):
     assert main(["train", "--config", "nope", "--data", str(world), "--out", str(tmp_path / "r3")]) == 2
 
 
+def test_checkpoints_carry_the_prompt_bank_and_can_all_be_kept(world, tmp_path):
+    config = TrainConfig(**{**CONFIG.to_json(), "checkpoint_every": 2, "keep_checkpoints": 0,
+                            "eval_every": 2, "select": "cxr_align+zero_shot"})
+    with pytest.raises(TrainingCancelled):
+        train(config, world, tmp_path / "run", emit=lambda e: None, stop_after=4)
+    # a change to what is kept on disk does not stop a resume; it cannot change the weights
+    kept = TrainConfig(**{**config.to_json(), "keep_checkpoints": 5})
+    final = train(kept, world, tmp_path / "run", resume=True, emit=lambda e: None)
+    names = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert names == ["step-0000002", "step-0000004", "step-0000006"]
+    bank = load_checkpoint(final).prompts
+    assert bank and bank["per_finding"] == CONFIG.prompts_per_finding
+    # every checkpoint, and the best model, scores zero-shot with the same prompts as validation
+    for folder in [tmp_path / "run" / "checkpoints" / n for n in names] + [tmp_path / "run" / "best"]:
+        assert load_checkpoint(folder).prompts == bank, folder
+    with pytest.raises(ValueError, match="keep_checkpoints must not be negative"):
+        TrainConfig(keep_checkpoints=-1)
+    # by default only the last three are kept
+    train(TrainConfig(**{**CONFIG.to_json(), "checkpoint_every": 1}), world, tmp_path / "few", emit=lambda e: None)
+    assert sorted(p.name for p in (tmp_path / "few" / "checkpoints").iterdir()) == [
+        "step-0000004", "step-0000005", "step-0000006"]
+
+
 def test_sigterm_writes_a_resumable_checkpoint(world, tmp_path):
     import shutil
     import signal

@@ -50,6 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     register_train(sub)
     register_pretrain_image(sub)
     register_prompts(sub)
+    register_average(sub)
     from training.evalcli import register as register_eval
 
     register_eval(sub)
@@ -262,6 +263,39 @@ def _cmd_prompts(args: argparse.Namespace) -> int:
         raise InputError(str(exc)) from exc
     print(f"concord prompts: {describe(bank)}; written into {args.model} (model {version}, "
           "weights unchanged; run concord eval --save-calibration to refit the operating points)")
+    return 0
+
+
+def register_average(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "average",
+        help="average the weights of several checkpoints of one training run into one model",
+        description="Write a model whose weights are the mean of the given checkpoints (the same "
+        "architecture, variant and tokenizer: checkpoints of one run). Name the checkpoint folders, "
+        "or a run folder with --run and the steps to take. The result has no operating points: "
+        "refit them with concord eval --save-calibration.",
+    )
+    p.add_argument("checkpoints", nargs="*", metavar="CHECKPOINT", help="checkpoint folders")
+    p.add_argument("--run", help="a concord train run folder: average its kept checkpoints")
+    p.add_argument("--from-step", type=int, default=0, help="with --run: the first step taken (default 0)")
+    p.add_argument("--to-step", type=int, help="with --run: the last step taken (default: the last)")
+    p.add_argument("--out", required=True, help="model folder to write")
+    p.set_defaults(func=_cmd_average)
+
+
+def _cmd_average(args: argparse.Namespace) -> int:
+    from training.average import AverageError, average_checkpoints, describe, run_checkpoints
+
+    if bool(args.run) == bool(args.checkpoints):
+        raise InputError("name the checkpoint folders or a run folder with --run (one of the two)")
+    try:
+        sources = (run_checkpoints(args.run, from_step=args.from_step, to_step=args.to_step)
+                   if args.run else args.checkpoints)
+        summary = average_checkpoints(sources, args.out)
+    except AverageError as exc:
+        raise InputError(str(exc)) from exc
+    print(f"concord average: {describe(summary)}; run concord eval --save-calibration to fit "
+          "its operating points")
     return 0
 
 

@@ -16,6 +16,9 @@ from typing import Any
 
 from core_model.losses import LossConfig, variant_spec
 
+#: Fields a resumed run may change: they decide what is kept on disk, not the weights.
+RESUME_FREE = frozenset({"keep_checkpoints"})
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -29,6 +32,9 @@ class TrainConfig:
     warmup: int = 100
     clip_norm: float = 1.0
     checkpoint_every: int = 500
+    #: Keep the last N checkpoints of the run (0: every one, e.g. to average them
+    #: afterwards with ``concord average``); older ones are deleted as the run goes.
+    keep_checkpoints: int = 3
     seed: int = 0
     vocab_size: int = 4096
     tau_t: float = 0.8
@@ -86,7 +92,7 @@ class TrainConfig:
             raise ValueError(f"select must be cxr_align or cxr_align+zero_shot, got {self.select!r}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
-        for name in ("eval_every", "patience", "eval_studies", "loader_workers"):
+        for name in ("eval_every", "patience", "eval_studies", "loader_workers", "keep_checkpoints"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.patience and not self.eval_every:
@@ -117,11 +123,12 @@ class TrainConfig:
         return asdict(self)
 
     def differences(self, other: TrainConfig) -> list[str]:
-        """Fields whose values differ, as "name: a -> b"."""
+        """Fields whose values differ, as "name: a -> b" (bookkeeping fields that cannot
+        change the weights, such as ``keep_checkpoints``, are not compared)."""
         return [
             f"{f.name}: {getattr(self, f.name)!r} -> {getattr(other, f.name)!r}"
             for f in fields(self)
-            if getattr(self, f.name) != getattr(other, f.name)
+            if f.name not in RESUME_FREE and getattr(self, f.name) != getattr(other, f.name)
         ]
 
 

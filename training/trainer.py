@@ -65,7 +65,6 @@ from training.pairs import Pair
 
 STATE_TENSORS = "trainer_state.safetensors"
 STATE_JSON = "trainer_state.json"
-KEEP_CHECKPOINTS = 3
 
 
 class TrainingError(RuntimeError):
@@ -527,7 +526,7 @@ def train(
                                        device, emit)
             cancelled = _all_true(stop() or (stop_after is not None and done >= stop_after), d, device)
             if step % config.checkpoint_every == 0 or step == config.steps or cancelled or early:
-                path = _save(run, model, tokenizer, config, optimiser, step, record, d)
+                path = _save(run, model, tokenizer, config, optimiser, step, record, d, bank)
                 emit({"event": "checkpoint", "step": step, "path": str(path)})
             if early:
                 emit({"event": "early_stop", "step": step, "best_step": record["best_step"],
@@ -566,7 +565,7 @@ def _validate_step(model: ConcordCLIP, tokenizer: Any, config: TrainConfig,
         improved = record["best"] is None or scores["score"] > record["best"]
         if improved:
             record.update(best=scores["score"], best_step=step, bad=0, best_detail=scores)
-            _save_model(run / "best", model, tokenizer, config, step, scores)
+            _save_model(run / "best", model, tokenizer, config, step, scores, prompts)
         else:
             record["bad"] += 1
         emit({"event": "validate", "step": step, "cxr_align_A": scores["A"], "cxr_align_B": scores["B"],
@@ -578,10 +577,10 @@ def _validate_step(model: ConcordCLIP, tokenizer: Any, config: TrainConfig,
 
 
 def _save_model(folder: Path, model: ConcordCLIP, tokenizer: Any, config: TrainConfig, step: int,
-                scores: dict[str, Any]) -> None:
+                scores: dict[str, Any], prompts: dict[str, Any] | None) -> None:
     try:
         save_checkpoint(model, tokenizer, folder, variant=config.variant,
-                        metrics={"train_steps": step, "validation_cxr_align": scores})
+                        metrics={"train_steps": step, "validation_cxr_align": scores}, prompts=prompts)
     except (OSError, CheckpointError) as exc:  # save_checkpoint wraps the OSError
         error = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
         raise TrainingError(f"cannot write the best model to {folder}: "
@@ -626,8 +625,13 @@ def _check_run_dir(run: Path, config: TrainConfig, data_root: Any, resume: bool,
 
 
 def _save(run: Path, model: ConcordCLIP, tokenizer: Any, config: TrainConfig,
-          optimiser: torch.optim.Optimizer, step: int, record: dict[str, Any], d: _Dist) -> Path:
+          optimiser: torch.optim.Optimizer, step: int, record: dict[str, Any], d: _Dist,
+          prompts: dict[str, Any] | None) -> Path:
     """Write a complete checkpoint, then point latest.json at it (atomic at both steps).
+
+    Every checkpoint carries the run's prompt bank (prompts.json), so it scores
+    zero-shot exactly as validation did and loads as a model on its own.
+    Only the last ``config.keep_checkpoints`` are kept (0: all of them).
 
     Only rank 0 writes; the others wait.  A failed write (a full disk) removes
     the partial folder, keeps every earlier checkpoint and raises TrainingError.
@@ -638,7 +642,8 @@ def _save(run: Path, model: ConcordCLIP, tokenizer: Any, config: TrainConfig,
         try:
             for stale in (run / "checkpoints").glob(".*step-*"):  # also what a killed write left
                 shutil.rmtree(stale, ignore_errors=True)
-            save_checkpoint(model, tokenizer, staging, variant=config.variant, metrics={"train_steps": step})
+            save_checkpoint(model, tokenizer, staging, variant=config.variant, metrics={"train_steps": step},
+                            prompts=prompts)
             state = optimiser.state_dict()
             tensors = {"rng.torch": torch.get_rng_state()}
             for index, entry in state["state"].items():
@@ -662,9 +667,10 @@ def _save(run: Path, model: ConcordCLIP, tokenizer: Any, config: TrainConfig,
                 f"cannot write the checkpoint at step {step} to {run}: "
                 f"{getattr(error, 'strerror', None) or error}; "
                 f"the previous checkpoint is kept ({kept or 'none yet'})") from exc
-        kept = sorted(p for p in (run / "checkpoints").glob("step-*") if p.is_dir())
-        for old in kept[:-KEEP_CHECKPOINTS]:
-            shutil.rmtree(old, ignore_errors=True)
+        if config.keep_checkpoints:
+            kept = sorted(p for p in (run / "checkpoints").glob("step-*") if p.is_dir())
+            for old in kept[:-config.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
     _barrier(d)
     return folder
 
