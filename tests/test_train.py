@@ -103,6 +103,9 @@ def test_checkpoints_carry_the_prompt_bank_and_can_all_be_kept(world, tmp_path):
     # every checkpoint, and the best model, scores zero-shot with the same prompts as validation
     for folder in [tmp_path / "run" / "checkpoints" / n for n in names] + [tmp_path / "run" / "best"]:
         assert load_checkpoint(folder).prompts == bank, folder
+        # and its model card names the data it was trained on
+        card = (folder / "MODEL_CARD.md").read_text()
+        assert f"training images from {world}" in card and "Not recorded" not in card, folder
     with pytest.raises(ValueError, match="keep_checkpoints must not be negative"):
         TrainConfig(keep_checkpoints=-1)
     # by default only the last three are kept

@@ -412,6 +412,7 @@ def train(
     bank = (build_prompt_bank((p.text for p in pairs), per_finding=config.prompts_per_finding,
                               source=f"train split of {data_root}")
             if config.prompts_per_finding and d.main else None)
+    described = f"{len(pairs)} training images from {data_root}"  # every saved model's card says it
     emit({"event": "data", "train_pairs": len(pairs), "skipped": skipped,
           "validation_triples": len(triples)})
     if len(pairs) < config.batch_size:
@@ -522,11 +523,12 @@ def train(
                   "data_share": round(data_time / max(elapsed, 1e-9), 3),
                   "eta_s": round((config.steps - step) * elapsed / max(done, 1), 1)})
             if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
-                early = _validate_step(model, tokenizer, config, (triples, labelled, bank), run, step, record, d,
+                early = _validate_step(model, tokenizer, config, (triples, labelled, bank, described), run,
+                                       step, record, d,
                                        device, emit)
             cancelled = _all_true(stop() or (stop_after is not None and done >= stop_after), d, device)
             if step % config.checkpoint_every == 0 or step == config.steps or cancelled or early:
-                path = _save(run, model, tokenizer, config, optimiser, step, record, d, bank)
+                path = _save(run, model, tokenizer, config, optimiser, step, record, d, bank, described)
                 emit({"event": "checkpoint", "step": step, "path": str(path)})
             if early:
                 emit({"event": "early_stop", "step": step, "best_step": record["best_step"],
@@ -544,8 +546,7 @@ def train(
             metrics.update({"train_steps_best": record["best_step"],
                             "validation_cxr_align": record.get("best_detail")})
         save_checkpoint(model, tokenizer, final, variant=config.variant, metrics=metrics,
-                        data_description=f"{len(pairs)} training images from {data_root}",
-                        prompts=bank)
+                        data_description=described, prompts=bank)
     _barrier(d)
     emit({"event": "done", "step": step, "model": str(final)})
     if d.world > 1:
@@ -554,18 +555,18 @@ def train(
 
 
 def _validate_step(model: ConcordCLIP, tokenizer: Any, config: TrainConfig,
-                   data: tuple[Sequence[_Triple], Sequence[_Labelled] | None, dict[str, Any] | None],
+                   data: tuple[Sequence[_Triple], Sequence[_Labelled] | None, dict[str, Any] | None, str],
                    run: Path, step: int, record: dict[str, Any], d: _Dist, device: str,
                    emit: Emit) -> bool:
     """Validate on rank 0, keep the best model in run/best; True when it is time to stop early."""
     stop = 0.0
     if d.main:
-        triples, labelled, prompts = data
+        triples, labelled, prompts, described = data
         scores = validate(model, triples, labelled=labelled, prompts=prompts)
         improved = record["best"] is None or scores["score"] > record["best"]
         if improved:
             record.update(best=scores["score"], best_step=step, bad=0, best_detail=scores)
-            _save_model(run / "best", model, tokenizer, config, step, scores, prompts)
+            _save_model(run / "best", model, tokenizer, config, step, scores, prompts, described)
         else:
             record["bad"] += 1
         emit({"event": "validate", "step": step, "cxr_align_A": scores["A"], "cxr_align_B": scores["B"],
@@ -577,10 +578,11 @@ def _validate_step(model: ConcordCLIP, tokenizer: Any, config: TrainConfig,
 
 
 def _save_model(folder: Path, model: ConcordCLIP, tokenizer: Any, config: TrainConfig, step: int,
-                scores: dict[str, Any], prompts: dict[str, Any] | None) -> None:
+                scores: dict[str, Any], prompts: dict[str, Any] | None, described: str) -> None:
     try:
         save_checkpoint(model, tokenizer, folder, variant=config.variant,
-                        metrics={"train_steps": step, "validation_cxr_align": scores}, prompts=prompts)
+                        metrics={"train_steps": step, "validation_cxr_align": scores}, prompts=prompts,
+                        data_description=described)
     except (OSError, CheckpointError) as exc:  # save_checkpoint wraps the OSError
         error = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
         raise TrainingError(f"cannot write the best model to {folder}: "
@@ -626,11 +628,12 @@ def _check_run_dir(run: Path, config: TrainConfig, data_root: Any, resume: bool,
 
 def _save(run: Path, model: ConcordCLIP, tokenizer: Any, config: TrainConfig,
           optimiser: torch.optim.Optimizer, step: int, record: dict[str, Any], d: _Dist,
-          prompts: dict[str, Any] | None) -> Path:
+          prompts: dict[str, Any] | None, described: str = "") -> Path:
     """Write a complete checkpoint, then point latest.json at it (atomic at both steps).
 
     Every checkpoint carries the run's prompt bank (prompts.json), so it scores
-    zero-shot exactly as validation did and loads as a model on its own.
+    zero-shot exactly as validation did and loads as a model on its own, and
+    its model card names the training data.
     Only the last ``config.keep_checkpoints`` are kept (0: all of them).
 
     Only rank 0 writes; the others wait.  A failed write (a full disk) removes
@@ -643,7 +646,7 @@ def _save(run: Path, model: ConcordCLIP, tokenizer: Any, config: TrainConfig,
             for stale in (run / "checkpoints").glob(".*step-*"):  # also what a killed write left
                 shutil.rmtree(stale, ignore_errors=True)
             save_checkpoint(model, tokenizer, staging, variant=config.variant, metrics={"train_steps": step},
-                            prompts=prompts)
+                            prompts=prompts, data_description=described)
             state = optimiser.state_dict()
             tensors = {"rng.torch": torch.get_rng_state()}
             for index, entry in state["state"].items():
