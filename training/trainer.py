@@ -524,8 +524,7 @@ def train(
                   "eta_s": round((config.steps - step) * elapsed / max(done, 1), 1)})
             if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
                 early = _validate_step(model, tokenizer, config, (triples, labelled, bank, described), run,
-                                       step, record, d,
-                                       device, emit)
+                                       step, record, d, device, emit)
             cancelled = _all_true(stop() or (stop_after is not None and done >= stop_after), d, device)
             if step % config.checkpoint_every == 0 or step == config.steps or cancelled or early:
                 path = _save(run, model, tokenizer, config, optimiser, step, record, d, bank, described)
@@ -628,7 +627,7 @@ def _check_run_dir(run: Path, config: TrainConfig, data_root: Any, resume: bool,
 
 def _save(run: Path, model: ConcordCLIP, tokenizer: Any, config: TrainConfig,
           optimiser: torch.optim.Optimizer, step: int, record: dict[str, Any], d: _Dist,
-          prompts: dict[str, Any] | None, described: str = "") -> Path:
+          prompts: dict[str, Any] | None, described: str) -> Path:
     """Write a complete checkpoint, then point latest.json at it (atomic at both steps).
 
     Every checkpoint carries the run's prompt bank (prompts.json), so it scores
