@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from core_model.domain.flags import KIND_ORDER, FlagKind
 from core_model.imaging import ImageReadError, read_image
 from core_model.text.edits import NEGATIONS
 from core_model.text.labeler import default_labeler
@@ -83,7 +84,13 @@ class CheckError(ValueError):
 
 @dataclass
 class Flag:
-    """One finding the report and the image disagree on."""
+    """One finding the report and the image disagree on.
+
+    ``sentence`` / ``span`` are where the statement is first made; ``repeats``
+    holds every other sentence of the report that makes the same statement
+    (the same finding in FINDINGS and IMPRESSION): one flag, decided once.
+    What a flag is and when a decision carries over: :mod:`core_model.domain.flags`.
+    """
 
     kind: str
     entity: str
@@ -95,10 +102,22 @@ class Flag:
     alignment: float | None = None
     heatmap: np.ndarray | None = field(default=None, repr=False)
     message: str = ""
+    repeats: tuple[tuple[str, tuple[int, int]], ...] = ()
+
+    @property
+    def sentences(self) -> tuple[str, ...]:
+        """Every sentence the flag is about, in report order (none for an omission)."""
+        first = (self.sentence,) if self.sentence is not None else ()
+        return first + tuple(s for s, _ in self.repeats)
+
+    @property
+    def spans(self) -> tuple[tuple[int, int], ...]:
+        first = (self.span,) if self.span is not None else ()
+        return first + tuple(span for _, span in self.repeats)
 
     def to_json(self, *, heatmap: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "kind": self.kind,
+            "kind": str(self.kind),
             "entity": self.entity,
             "sentence": self.sentence,
             "span": list(self.span) if self.span else None,
@@ -107,6 +126,7 @@ class Flag:
             "image_suggests": self.image_suggests,
             "alignment": None if self.alignment is None else round(float(self.alignment), 4),
             "message": self.message,
+            "repeats": [{"sentence": s, "span": list(span)} for s, span in self.repeats],
         }
         if heatmap and self.heatmap is not None:
             out["heatmap"] = np.round(self.heatmap, 3).tolist()
@@ -382,26 +402,33 @@ class Reader:
     def _flag(self, kind: str, finding: str, says: str, p: float, encoding: _ImageEncoding, heatmaps: bool,
               **extra: Any) -> Flag:
         suggests = "present" if p >= self.threshold(finding) else "absent"
-        name = finding.lower()
-        message = {
-            "contradiction": f"The report says {name} is {says}; the image suggests it is {suggests} (p={p:.2f}).",
-            "unsupported": f"The report says {name} is present; the image does not support it (p={p:.2f}).",
-            "omission": f"The image suggests {name} (p={p:.2f}); the report does not mention it.",
-        }[kind]
-        return Flag(kind, finding, says, p, suggests, heatmap=self.heatmap(encoding, finding) if heatmaps else None,
-                    message=message, **extra)
+        return Flag(FlagKind(kind), finding, says, p, suggests, heatmap=self.heatmap(encoding, finding) if heatmaps else None,
+                    message=describe_flag(kind, finding, says, suggests, p), **extra)
+
+
+def describe_flag(kind: str, finding: str, says: str, suggests: str, p: float) -> str:
+    """The one-line message of a flag, as the panel and the CLI show it."""
+    name = finding.lower()
+    return {
+        "contradiction": f"The report says {name} is {says}; the image suggests it is {suggests} (p={p:.2f}).",
+        "unsupported": f"The report says {name} is present; the image does not support it (p={p:.2f}).",
+        "omission": f"The image suggests {name} (p={p:.2f}); the report does not mention it.",
+    }[str(kind)]
 
 
 def _dedupe(flags: list[Flag]) -> list[Flag]:
-    """One flag per (kind, finding, sentence); order: contradictions, unsupported, omissions."""
-    order = {"contradiction": 0, "unsupported": 1, "omission": 2}
-    seen, out = set(), []
-    for f in sorted(flags, key=lambda f: (order[f.kind], f.span or (1 << 30, 0))):
-        key = (f.kind, f.entity, f.sentence)
-        if key not in seen:
-            seen.add(key)
-            out.append(f)
-    return out
+    """One flag per statement: flags of the same kind, finding and assertion in several
+    sentences (FINDINGS and IMPRESSION) become one flag with ``repeats``; listed
+    contradictions first, then unsupported statements, then omissions."""
+    merged: dict[tuple[str, str, str], Flag] = {}
+    for f in sorted(flags, key=lambda f: (KIND_ORDER[FlagKind(f.kind)], f.span or (1 << 30, 0))):
+        key = (str(f.kind), f.entity, f.report_says)
+        first = merged.get(key)
+        if first is None:
+            merged[key] = f
+        elif f.span is not None and f.span not in first.spans and f.sentence is not None:
+            first.repeats = (*first.repeats, (f.sentence, f.span))
+    return list(merged.values())
 
 
 def prompt_texts(bank: dict[str, Any] | None, finding: str) -> tuple[list[str], list[str]]:
@@ -452,6 +479,7 @@ __all__ = [
     "CheckResult",
     "Flag",
     "MIN_CHECK_AUC",
+    "describe_flag",
     "POSITIVE_PROMPTS",
     "prompt_texts",
     "Reader",

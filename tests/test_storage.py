@@ -52,6 +52,7 @@ TABLES = {
     "flags",
     "models",
     "audit_log",
+    "report_addenda",
 }
 
 STUDY = {
@@ -145,8 +146,16 @@ def append_only_triggers(conn: sa.Connection) -> set[str]:
 
 
 def expected_triggers(url: str) -> set[str]:
+    """The append-only triggers, and those that keep a final report and its flags unchanged."""
     events = ("update", "delete") if is_sqlite(url) else ("change", "truncate")
-    return {f"{t}_no_{e}" for t in ("audit_log", "report_versions") for e in events}
+    append_only = ("audit_log", "report_versions", "report_addenda")
+    names = {f"{t}_no_{e}" for t in append_only for e in events}
+    if is_sqlite(url):
+        names |= {f"reports_final_no_{e}" for e in ("update", "delete")}
+        names |= {f"flags_final_no_{e}" for e in ("insert", "update", "delete")}
+    else:
+        names |= {"reports_final", "flags_final"}
+    return names
 
 
 # -- migrations ----------------------------------------------------------------------------
@@ -186,7 +195,7 @@ def test_upgrading_from_0001_keeps_versions_and_append_only_triggers(url: str) -
                     "VALUES (1, 2, 'x', 'ada', 'import')")
     engine.dispose()
     with Storage.open(url) as st:
-        assert st.schema_revision == "0002"
+        assert st.schema_revision == db.head_revision()
         st.set_current_user("ada")
         [version] = st.report_history(1)
         assert (version.text, version.kind) == ("old text", "save")
@@ -475,7 +484,7 @@ def test_sign_off_is_blocked_until_every_flag_is_reviewed(storage: Storage, stud
     assert storage.can_sign(study_id)
 
     signed = storage.sign(study_id, "m-001", expected_version=state.version)
-    assert (signed.status, signed.signed_by, signed.model_version) == ("signed", "rita", "m-001")
+    assert (signed.status, signed.signed_by, signed.model_version) == ("final", "rita", "m-001")
     assert signed.version == state.version + 1
     assert storage.report_history(study_id)[-1].kind == "sign"
     assert not storage.can_sign(study_id)

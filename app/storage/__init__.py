@@ -38,6 +38,7 @@ from app.storage.models import (
     VersionKind,
 )
 from app.storage.records import (
+    AddendumRecord,
     AuditRecord,
     FlagRecord,
     ImageRecord,
@@ -48,10 +49,12 @@ from app.storage.records import (
     StudyRecord,
     UserRecord,
 )
+from app.storage.reports import ReviewState
 from app.storage.service import Storage
 
 __all__ = [
     "ActivationRefused",
+    "AddendumRecord",
     "AuditRecord",
     "ConcurrentEditError",
     "DatabaseLocked",
@@ -74,6 +77,7 @@ __all__ = [
     "ReportState",
     "ReportStatus",
     "ReportVersionRecord",
+    "ReviewState",
     "Role",
     "SignOffBlocked",
     "Storage",

@@ -137,8 +137,18 @@ def flag_columns(flag: Mapping[str, Any] | Any) -> dict[str, Any]:
     entity = get("entity")
     if not entity or probability is None:
         raise InvalidInput(f"a flag needs an entity and a probability: {flag!r}")
+    repeats = []
+    for item in get("repeats") or ():
+        if isinstance(item, Mapping):  # to_json(): {"sentence", "span"}, or stored columns
+            sentence, where = item.get("sentence"), item.get("span") or (item.get("start"), item.get("end"))
+        else:  # Flag.repeats: (sentence, (start, end))
+            sentence, where = item
+        if sentence is None or where is None or None in tuple(where):
+            raise InvalidInput(f"a repeated statement needs a sentence and a span: {item!r}")
+        repeats.append({"sentence": str(sentence), "start": int(where[0]), "end": int(where[1])})
     return {
         "sentence": get("sentence"),
+        "repeats": repeats or None,
         "span_start": None if start is None else int(start),
         "span_end": None if end is None else int(end),
         "entity": str(entity),

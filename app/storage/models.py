@@ -18,6 +18,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from core_model.domain.flags import Decision, FlagKind
+
 # Deterministic constraint names, so that migrations can refer to them (and
 # Alembic's batch mode can rebuild SQLite tables) on every backend.
 NAMING_CONVENTION = {
@@ -49,8 +51,16 @@ class StudySource(StrEnum):
 
 
 class ReportStatus(StrEnum):
-    DRAFT = "draft"
-    SIGNED = "signed"
+    """Where a report is in its life (docs/storage.md, "Report states")."""
+
+    DRAFT = "draft"  # being written; every save is a version
+    PRELIMINARY = "preliminary"  # issued before final sign-off; still editable
+    FINAL = "final"  # signed: the text, its flags and decisions never change again
+    AMENDED = "amended"  # final, with one or more signed addenda (not stored: derived)
+
+
+#: The statuses the ``reports.status`` column holds (``amended`` is final plus addenda).
+STORED_REPORT_STATUSES = (ReportStatus.DRAFT, ReportStatus.PRELIMINARY, ReportStatus.FINAL)
 
 
 class VersionKind(StrEnum):
@@ -58,12 +68,7 @@ class VersionKind(StrEnum):
     SAVE = "save"
     SIGN = "sign"
     IMPORT = "import"  # the text that came with an imported study (schema 0002)
-
-
-class FlagKind(StrEnum):
-    CONTRADICTION = "contradiction"
-    UNSUPPORTED = "unsupported"
-    OMISSION = "omission"
+    PRELIMINARY = "preliminary"  # issued as a preliminary report (schema 0003)
 
 
 class ReportSays(StrEnum):
@@ -73,14 +78,7 @@ class ReportSays(StrEnum):
     NOT_MENTIONED = "not mentioned"
 
 
-class Decision(StrEnum):
-    NONE = "none"
-    ACCEPTED = "accepted"
-    DISMISSED = "dismissed"
-    EDITED = "edited"
-
-
-def one_of(column: str, values: type[StrEnum]) -> sa.CheckConstraint:
+def one_of(column: str, values: Any) -> sa.CheckConstraint:
     """``column IN (...)``, named ``ck_<table>_<column>`` by the naming convention."""
     allowed = ", ".join(f"'{v.value}'" for v in values)
     return sa.CheckConstraint(f"{column} IN ({allowed})", name=column)
@@ -195,7 +193,7 @@ class Image(Base):
 
 class Report(Base):
     __tablename__ = "reports"
-    __table_args__ = (one_of("status", ReportStatus),)
+    __table_args__ = (one_of("status", STORED_REPORT_STATUSES),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     study_id: Mapped[int] = mapped_column(sa.ForeignKey("studies.id"), unique=True)
@@ -203,7 +201,7 @@ class Report(Base):
     # Optimistic locking: every UPDATE is "... WHERE version_id = <the version read>".
     version_id: Mapped[int] = mapped_column(nullable=False)
     status: Mapped[str] = mapped_column(
-        sa.String(8), default=ReportStatus.DRAFT.value, server_default=ReportStatus.DRAFT.value
+        sa.String(12), default=ReportStatus.DRAFT.value, server_default=ReportStatus.DRAFT.value
     )
     signed_by: Mapped[str | None] = _username_fk(nullable=True)
     signed_at: Mapped[datetime | None]
@@ -230,7 +228,19 @@ class ReportVersion(Base):
     version: Mapped[int]
     text: Mapped[str] = mapped_column(sa.Text)
     author: Mapped[str] = _username_fk(nullable=False)
-    kind: Mapped[str] = mapped_column(sa.String(8))
+    kind: Mapped[str] = mapped_column(sa.String(12))
+    created_at: Mapped[datetime] = _created()
+
+
+class ReportAddendum(Base):
+    """A signed section added to a final report; append-only (database triggers refuse changes)."""
+
+    __tablename__ = "report_addenda"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    report_id: Mapped[int] = mapped_column(sa.ForeignKey("reports.id"), index=True)
+    text: Mapped[str] = mapped_column(sa.Text)
+    author: Mapped[str] = _username_fk(nullable=False)
     created_at: Mapped[datetime] = _created()
 
 
@@ -249,6 +259,8 @@ class Flag(Base):
     sentence: Mapped[str | None] = mapped_column(sa.Text)
     span_start: Mapped[int | None]
     span_end: Mapped[int | None]
+    #: Other sentences making the same statement: [{"sentence", "start", "end"}] (schema 0003).
+    repeats: Mapped[list[Any] | None] = mapped_column(sa.JSON)
     entity: Mapped[str] = mapped_column(sa.String(64))
     kind: Mapped[str] = mapped_column(sa.String(16))
     report_says: Mapped[str] = mapped_column(sa.String(16))
@@ -306,4 +318,4 @@ class AuditEntry(Base):
     details: Mapped[dict[str, Any] | None]
 
 
-APPEND_ONLY_TABLES = ("audit_log", "report_versions")
+APPEND_ONLY_TABLES = ("audit_log", "report_versions", "report_addenda")

@@ -12,6 +12,7 @@ from datetime import date, datetime
 from typing import Any
 
 from app.storage import models as m
+from core_model.domain.flags import FlagIdentity
 
 
 def _snapshot(cls: type, row: Any, **derived: Any) -> Any:
@@ -83,10 +84,28 @@ class ImageRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class AddendumRecord:
+    """A signed section added to a final report: its own author and time."""
+
+    id: int
+    text: str
+    author: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: m.ReportAddendum) -> AddendumRecord:
+        return _snapshot(cls, row)
+
+
+@dataclass(frozen=True, slots=True)
 class ReportState:
     """The current report of a study; ``version`` 0 means no report was saved yet.
 
-    Pass ``version`` back as ``expected_version`` when saving.
+    Pass ``version`` back as ``expected_version`` when saving. ``status`` is
+    one of :class:`~app.storage.models.ReportStatus`: ``amended`` is a final
+    report with addenda. A final (or amended) report is :attr:`signed`: its
+    text, flags and decisions never change; ``signed_by`` / ``signed_at`` name
+    who issued it (also for a preliminary report).
     """
 
     study_id: int
@@ -97,14 +116,23 @@ class ReportState:
     signed_at: datetime | None = None
     model_version: str | None = None
     updated_at: datetime | None = None
+    addenda: tuple[AddendumRecord, ...] = ()
 
     @property
     def signed(self) -> bool:
-        return self.status == m.ReportStatus.SIGNED
+        """Final (or amended): nothing about the report changes any more."""
+        return self.status in (m.ReportStatus.FINAL, m.ReportStatus.AMENDED)
+
+    @property
+    def preliminary(self) -> bool:
+        return self.status == m.ReportStatus.PRELIMINARY
 
     @classmethod
-    def of(cls, row: m.Report) -> ReportState:
-        return _snapshot(cls, row, version=row.version_id)
+    def of(cls, row: m.Report, addenda: tuple[AddendumRecord, ...] = ()) -> ReportState:
+        status = row.status
+        if status == m.ReportStatus.FINAL and addenda:
+            status = m.ReportStatus.AMENDED.value
+        return _snapshot(cls, row, version=row.version_id, status=status, addenda=tuple(addenda))
 
     @classmethod
     def empty(cls, study_id: int) -> ReportState:
@@ -142,14 +170,29 @@ class FlagRecord:
     decided_by: str | None
     decided_at: datetime | None
     superseded: bool
+    #: Other sentences making the same statement, as (sentence, span) pairs.
+    repeats: tuple[tuple[str, tuple[int, int]], ...] = ()
 
     @property
     def reviewed(self) -> bool:
         return self.decision != m.Decision.NONE
 
+    @property
+    def sentences(self) -> tuple[str, ...]:
+        first = (self.sentence,) if self.sentence is not None else ()
+        return first + tuple(s for s, _ in self.repeats)
+
+    def identity(self) -> FlagIdentity:
+        """What the flag is (:mod:`core_model.domain.flags`): study, version, model, statement."""
+        return FlagIdentity.of(
+            study=self.study_id, report_version=self.report_version,
+            model_version=self.model_version, kind=self.kind, entity=self.entity,
+            report_says=self.report_says, sentences=self.sentences,
+        )
+
     def describe(self) -> str:
         """``contradiction: Pneumothorax in "No pneumothorax."`` (for messages)."""
-        where = f' in "{self.sentence}"' if self.sentence else ""
+        where = " in " + " and ".join(f'"{s}"' for s in self.sentences) if self.sentences else ""
         return f"{self.kind}: {self.entity}{where}"
 
     @classmethod
@@ -157,7 +200,12 @@ class FlagRecord:
         span = None
         if row.span_start is not None and row.span_end is not None:
             span = (row.span_start, row.span_end)
-        return _snapshot(cls, row, span=span, superseded=row.superseded_at is not None)
+        repeats = tuple(
+            (str(r["sentence"]), (int(r["start"]), int(r["end"]))) for r in (row.repeats or [])
+        )
+        return _snapshot(
+            cls, row, span=span, superseded=row.superseded_at is not None, repeats=repeats
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ version never overwrites another writer (:class:`ConcurrentEditError`).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,7 +27,8 @@ from app.storage.errors import (
     StorageError,
 )
 from app.storage.inputs import enum_value, flag_columns
-from app.storage.records import FlagRecord, ReportState, ReportVersionRecord
+from app.storage.records import AddendumRecord, FlagRecord, ReportState, ReportVersionRecord
+from core_model.domain.flags import FlagIdentity, carries_decision
 
 _MAX_LISTED_FLAGS = 5
 
@@ -35,11 +37,11 @@ class Reports(StorageCore):
     """Report text, history, flags and sign-off (part of :class:`Storage`)."""
 
     def report(self, study_id: int) -> ReportState:
-        """The study's current report; version 0 and empty text when none was saved."""
+        """The study's current report (with its addenda); version 0 and empty text when none
+        was saved."""
         with self._transaction() as s:
             study_row(s, study_id)
-            row = report_row(s, study_id)
-            return ReportState.of(row) if row is not None else ReportState.empty(study_id)
+            return _state(s, report_row(s, study_id), study_id)
 
     def save_report(
         self,
@@ -84,10 +86,10 @@ class Reports(StorageCore):
                 study_row(s, study_id)
                 row = report_row(s, study_id, for_update=True)
                 current = row.version_id if row is not None else 0
-                if row is not None and row.status == m.ReportStatus.SIGNED:
+                if row is not None and row.status == m.ReportStatus.FINAL:
                     raise ReportSigned(
                         f"the report of study {study_id} was signed by {row.signed_by}; "
-                        "it can no longer be edited"
+                        "it can no longer be edited (add an addendum instead)"
                     )
                 if current != expected:
                     raise self._conflict(s, study_id, text, expected)
@@ -95,7 +97,7 @@ class Reports(StorageCore):
                     row = m.Report(study_id=study_id, text=text, status=m.ReportStatus.DRAFT.value)
                     s.add(row)
                 elif skip_unchanged and row.text == text:
-                    return ReportState.of(row)
+                    return _state(s, row, study_id)
                 else:
                     row.text = text
                     row.updated_at = m.utcnow()  # a save of unchanged text is a version too
@@ -116,7 +118,7 @@ class Reports(StorageCore):
                     study_id,
                     {"version": row.version_id, "chars": len(text)},
                 )
-                return ReportState.of(row)
+                return _state(s, row, study_id)
         except (StaleDataError, sa.exc.IntegrityError) as exc:
             # Another writer got in between our read and our write: a newer
             # version_id, or the study's first report inserted at the same time.
@@ -175,9 +177,12 @@ class Reports(StorageCore):
         """Store the flags of a new check of the study; they replace the previous check's.
 
         ``flags`` are ``core_model`` ``Flag`` objects or their ``to_json()``
-        dictionaries. Older flags are kept, marked superseded. A new flag that
-        repeats an older one exactly (same sentence, finding, kind, assertion
-        and model version) keeps the decision already taken on it.
+        dictionaries; ``report_version`` is the version of the text that was
+        checked (default: the current one). Older flags are kept, marked
+        superseded. A decision already taken on one of them carries over to a
+        new flag only when :func:`core_model.domain.flags.carries_decision`
+        says it is the same finding in the same sentence of this study, by the
+        same model.
         """
         if not model_version:
             raise InvalidInput("record_flags needs the model_version that produced the flags")
@@ -186,7 +191,7 @@ class Reports(StorageCore):
             self._actor(s, "recording flags")
             study_row(s, study_id)
             report = report_row(s, study_id, for_update=True)
-            if report is not None and report.status == m.ReportStatus.SIGNED:
+            if report is not None and report.status == m.ReportStatus.FINAL:
                 raise ReportSigned(f"the report of study {study_id} is signed; flags are final")
             now = m.utcnow()
             previous = list(
@@ -196,11 +201,7 @@ class Reports(StorageCore):
                     .order_by(m.Flag.id)
                 )
             )
-            decided = {
-                _flag_key(f.sentence, f.entity, f.kind, f.report_says, f.model_version): f
-                for f in previous
-                if f.decision != m.Decision.NONE
-            }
+            decided = [(_identity(f), f) for f in previous if f.decision != m.Decision.NONE]
             for f in previous:
                 f.superseded_at = now
             if report_version is None and report is not None:
@@ -215,9 +216,8 @@ class Reports(StorageCore):
                     model_version=model_version,
                     **fields,
                 )
-                old = decided.get(
-                    _flag_key(row.sentence, row.entity, row.kind, row.report_says, model_version)
-                )
+                identity = _identity(row)
+                old = next((f for i, f in decided if carries_decision(i, identity)), None)
                 if old is not None:
                     carried += 1
                     row.decision = old.decision
@@ -234,6 +234,7 @@ class Reports(StorageCore):
                 study_id,
                 {
                     "model_version": model_version,
+                    "report_version": report_version,
                     "flags": len(rows),
                     "superseded": len(previous),
                     "decisions_kept": carried,
@@ -270,7 +271,7 @@ class Reports(StorageCore):
                 raise FlagSuperseded(
                     f"flag {flag_id} belongs to an older check of study {row.study_id}"
                 )
-            if report is not None and report.status == m.ReportStatus.SIGNED:
+            if report is not None and report.status == m.ReportStatus.FINAL:
                 raise ReportSigned(f"the report of study {row.study_id} is signed; flags are final")
             before = row.decision
             row.decision = decision.value
@@ -297,32 +298,130 @@ class Reports(StorageCore):
             )
             return FlagRecord.of(row)
 
-    def can_sign(self, study_id: int) -> bool:
-        """True when the report exists, is a non-empty draft and every current flag is decided."""
-        with self._transaction() as s:
-            return self._sign_obstacle(s, study_id) is None
+    def review_state(self, study_id: int) -> ReviewState:
+        """The study's report and the flags of its latest check, with their decisions.
 
-    def _sign_obstacle(self, s: Session, study_id: int) -> StorageError | None:
-        study_row(s, study_id)
-        report = report_row(s, study_id)
-        if report is None or not report.text.strip():
+        What the flags panel shows and what sign-off checks are both this one
+        answer: the report can be signed exactly when
+        :attr:`ReviewState.sign_obstacle` is None.
+        """
+        with self._transaction() as s:
+            return _review_state(s, study_id)
+
+    def can_sign(self, study_id: int) -> bool:
+        """True when the report is a non-empty draft (or preliminary) and every current flag
+        is decided."""
+        return self.review_state(study_id).sign_obstacle is None
+
+    def sign(
+        self,
+        study_id: int,
+        model_version: str | None,
+        *,
+        expected_version: int | None = None,
+        preliminary: bool = False,
+    ) -> ReportState:
+        """Sign the report final (or issue it as ``preliminary``): refused while any current
+        flag has no decision.
+
+        ``model_version`` is the model whose flags were reviewed (recorded with
+        the signature). With ``expected_version``, signing is also refused if
+        the report changed since the caller last read it. A final report never
+        changes again (the database refuses it too); a preliminary one stays
+        editable until it is signed final.
+        """
+        what = "issuing a preliminary report" if preliminary else "signing a report"
+        with self._transaction(write=True) as s:
+            actor = self._actor(s, what)
+            row = report_row(s, study_id, for_update=True)  # before the checks: see report_row
+            obstacle = _review_state(s, study_id).sign_obstacle
+            if obstacle is not None:
+                raise obstacle
+            assert row is not None
+            if expected_version is not None and row.version_id != expected_version:
+                raise self._conflict(s, study_id, None, expected_version)
+            status = m.ReportStatus.PRELIMINARY if preliminary else m.ReportStatus.FINAL
+            kind = m.VersionKind.PRELIMINARY if preliminary else m.VersionKind.SIGN
+            row.status = status.value
+            row.signed_by = actor.username
+            row.signed_at = m.utcnow()
+            row.model_version = model_version
+            s.flush()
+            s.add(
+                m.ReportVersion(
+                    report_id=row.id,
+                    version=row.version_id,
+                    text=row.text,
+                    author=actor.username,
+                    kind=kind.value,
+                )
+            )
+            self._audit(
+                s,
+                "report.preliminary" if preliminary else "report.sign",
+                "study",
+                study_id,
+                {"version": row.version_id, "model_version": model_version},
+            )
+            return _state(s, row, study_id)
+
+    def add_addendum(self, study_id: int, text: str) -> ReportState:
+        """Add a signed addendum to a final report: its own author and time, shown under
+        the original, which does not change."""
+        if not isinstance(text, str) or not text.strip():
+            raise InvalidInput("an addendum needs text")
+        with self._transaction(write=True, unsaved_text=text) as s:
+            actor = self._actor(s, "adding an addendum")
+            row = report_row(s, study_id, for_update=True)
+            if row is None or row.status != m.ReportStatus.FINAL:
+                raise InvalidInput(
+                    f"the report of study {study_id} is not signed final; edit it instead "
+                    "of adding an addendum"
+                )
+            addendum = m.ReportAddendum(report_id=row.id, text=text.strip(), author=actor.username)
+            s.add(addendum)
+            s.flush()
+            self._audit(
+                s,
+                "report.addendum",
+                "study",
+                study_id,
+                {"addendum": addendum.id, "chars": len(addendum.text), "version": row.version_id},
+            )
+            return _state(s, row, study_id)
+
+
+@dataclass(frozen=True)
+class ReviewState:
+    """A study's report and the flags of its latest check (:meth:`Reports.review_state`)."""
+
+    report: ReportState
+    flags: tuple[FlagRecord, ...]
+
+    @property
+    def unreviewed(self) -> list[FlagRecord]:
+        return [f for f in self.flags if not f.reviewed]
+
+    @property
+    def reviewed_count(self) -> int:
+        return sum(f.reviewed for f in self.flags)
+
+    def summary(self) -> str:
+        """``4 flags, 3 reviewed`` (what the flags panel says)."""
+        n = len(self.flags)
+        return f"{n} flag{'s' if n != 1 else ''}, {self.reviewed_count} reviewed"
+
+    @property
+    def sign_obstacle(self) -> StorageError | None:
+        """Why the report cannot be signed now, or None when it can."""
+        report, study_id = self.report, self.report.study_id
+        if report.version == 0 or not report.text.strip():
             return SignOffBlocked(f"the report of study {study_id} is empty; nothing to sign")
-        if report.status == m.ReportStatus.SIGNED:
+        if report.signed:
             return ReportSigned(
                 f"the report of study {study_id} is already signed by {report.signed_by}"
             )
-        unreviewed = [
-            FlagRecord.of(f)
-            for f in s.scalars(
-                sa.select(m.Flag)
-                .where(
-                    m.Flag.study_id == study_id,
-                    m.Flag.superseded_at.is_(None),
-                    m.Flag.decision == m.Decision.NONE.value,
-                )
-                .order_by(m.Flag.id)
-            )
-        ]
+        unreviewed = self.unreviewed
         if unreviewed:
             listed = "; ".join(f.describe() for f in unreviewed[:_MAX_LISTED_FLAGS])
             more = len(unreviewed) - _MAX_LISTED_FLAGS
@@ -334,51 +433,32 @@ class Reports(StorageCore):
             )
         return None
 
-    def sign(
-        self,
-        study_id: int,
-        model_version: str | None,
-        *,
-        expected_version: int | None = None,
-    ) -> ReportState:
-        """Sign the report: refused while any current flag has no decision.
 
-        ``model_version`` is the model whose flags were reviewed (recorded with
-        the signature). With ``expected_version``, signing is also refused if
-        the report changed since the caller last read it.
-        """
-        with self._transaction(write=True) as s:
-            actor = self._actor(s, "signing a report")
-            row = report_row(s, study_id, for_update=True)  # before the checks: see report_row
-            obstacle = self._sign_obstacle(s, study_id)
-            if obstacle is not None:
-                raise obstacle
-            assert row is not None
-            if expected_version is not None and row.version_id != expected_version:
-                raise self._conflict(s, study_id, None, expected_version)
-            row.status = m.ReportStatus.SIGNED.value
-            row.signed_by = actor.username
-            row.signed_at = m.utcnow()
-            row.model_version = model_version
-            s.flush()
-            s.add(
-                m.ReportVersion(
-                    report_id=row.id,
-                    version=row.version_id,
-                    text=row.text,
-                    author=actor.username,
-                    kind=m.VersionKind.SIGN.value,
-                )
-            )
-            self._audit(
-                s,
-                "report.sign",
-                "study",
-                study_id,
-                {"version": row.version_id, "model_version": model_version},
-            )
-            return ReportState.of(row)
+def _state(s: Session, row: m.Report | None, study_id: int) -> ReportState:
+    if row is None:
+        return ReportState.empty(study_id)
+    addenda = s.scalars(
+        sa.select(m.ReportAddendum)
+        .where(m.ReportAddendum.report_id == row.id)
+        .order_by(m.ReportAddendum.id)
+    )
+    return ReportState.of(row, tuple(AddendumRecord.of(a) for a in addenda))
 
 
-def _flag_key(*parts: Any) -> tuple[Any, ...]:
-    return tuple(parts)
+def _review_state(s: Session, study_id: int) -> ReviewState:
+    study_row(s, study_id)
+    report = _state(s, report_row(s, study_id), study_id)
+    rows = s.scalars(
+        sa.select(m.Flag)
+        .where(m.Flag.study_id == study_id, m.Flag.superseded_at.is_(None))
+        .order_by(m.Flag.id)
+    )
+    return ReviewState(report, tuple(FlagRecord.of(f) for f in rows))
+
+
+def _identity(row: m.Flag) -> FlagIdentity:
+    sentences = [row.sentence] + [r["sentence"] for r in (row.repeats or [])]
+    return FlagIdentity.of(
+        study=row.study_id, report_version=row.report_version, model_version=row.model_version,
+        kind=row.kind, entity=row.entity, report_says=row.report_says, sentences=sentences,
+    )

@@ -1,0 +1,11 @@
+"""Domain facts every layer shares, each defined once: what a flag is and how a reviewer decides on it."""
+
+from core_model.domain.flags import (
+    Decision,
+    FlagIdentity,
+    FlagKind,
+    carries_decision,
+    normalise_sentence,
+)
+
+__all__ = ["Decision", "FlagIdentity", "FlagKind", "carries_decision", "normalise_sentence"]
