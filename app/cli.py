@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from app.storage import cli as storage_cli
 from core_model import cli as core_cli
 from core_model.text.io import InputError
 from training import cli as training_cli
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     core_cli.register(sub)
     training_cli.register(sub)
+    storage_cli.register(sub)
     return parser
 
 

@@ -25,6 +25,7 @@ from app.storage.errors import (
     classify_error,
     first_line,
 )
+from app.storage.identity import Identity, os_username
 from app.storage.inputs import jsonable
 
 
@@ -37,8 +38,12 @@ class StorageCore:
         *,
         user: str | None = None,
         busy_timeout: float = db.DEFAULT_BUSY_TIMEOUT_S,
+        identity: Identity | None = None,
     ) -> None:
         self.engine = engine
+        #: Who the connection authenticates as (:mod:`app.storage.identity`).
+        self.identity = identity or Identity(os_username(), "operating-system user")
+        self._refuse_other(user)
         self.busy_timeout = busy_timeout
         self._reader = sessionmaker(engine, expire_on_commit=False)
         self._writer = sessionmaker(db.write_engine(engine), expire_on_commit=False)
@@ -68,17 +73,29 @@ class StorageCore:
         return self._user_override.get() or self._user
 
     def set_current_user(self, username: str | None) -> None:
-        """The default user of every thread (the person signed in to the application)."""
+        """The default user of every thread (the person signed in to the application).
+
+        On a connection the database authenticates as a person (PostgreSQL),
+        only that person's own name is accepted.
+        """
+        self._refuse_other(username)
         self._user = username
 
     @contextmanager
     def as_user(self, username: str) -> Iterator[Self]:
-        """Run the operations inside the ``with`` block as ``username`` (this thread only)."""
+        """Run the operations inside the ``with`` block as ``username`` (this thread only);
+        refused on a person's PostgreSQL connection for any name but their own."""
+        self._refuse_other(username)
         token = self._user_override.set(username)
         try:
             yield self
         finally:
             self._user_override.reset(token)
+
+    def _refuse_other(self, username: str | None) -> None:
+        why = self.identity.refuse_other(username) if username is not None else None
+        if why is not None:
+            raise PermissionDenied(why)
 
     # -- transactions, roles, audit ----------------------------------------------------
 

@@ -88,7 +88,7 @@ def _sqlite_engine(url: URL, busy_timeout: float) -> Engine:
     database = url.database or ""
     in_memory = database in ("", ":memory:") or database.startswith("file:")
     if not in_memory:
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        keep_private(Path(database).expanduser())
     engine = sa.create_engine(url, connect_args={"timeout": busy_timeout})
 
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -109,6 +109,31 @@ def _sqlite_engine(url: URL, busy_timeout: float) -> Engine:
     sa.event.listen(engine, "connect", on_connect)
     sa.event.listen(engine, "begin", on_begin)
     return engine
+
+
+def keep_private(path: Path) -> None:
+    """Make the SQLite file (and its WAL / shared-memory files) readable and writable by
+    its owner only: on one person's desktop the file is their reading record.
+
+    A new folder is made private too; an existing file of ours that others could
+    read is tightened. Files owned by another user are left alone (the open then
+    fails with the operating system's reason, or works read-only as it allows).
+    """
+    parent = path.parent
+    if not parent.exists():
+        parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not path.exists():
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            info = file.stat()
+            if info.st_uid == os.getuid() and info.st_mode & 0o077:
+                file.chmod(0o600)
+        except OSError:
+            continue
 
 
 def write_engine(engine: Engine) -> Engine:

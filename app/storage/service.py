@@ -32,6 +32,7 @@ from app.storage.errors import (
     StorageError,
     first_line,
 )
+from app.storage.identity import connection_identity
 from app.storage.inputs import check_username, enum_value
 from app.storage.records import AuditRecord, UserRecord
 from app.storage.registry import ModelRegistry
@@ -68,13 +69,37 @@ class Storage(StudyCatalog, Reports, ModelRegistry):
             raise DatabaseUnavailable(
                 f"cannot create the database folder {exc.filename}: {exc.strerror}"
             ) from exc
-        storage = cls(engine, user=user, busy_timeout=busy_timeout)
         try:
+            identity = connection_identity(engine)
+            storage = cls(engine, user=user, busy_timeout=busy_timeout, identity=identity)
             storage._migrate()
-        except BaseException:
+            if identity.enforced:
+                storage._record_person()
+        except BaseException as exc:
             engine.dispose()
+            if isinstance(exc, sa.exc.DBAPIError):
+                raise DatabaseUnavailable(
+                    f"cannot connect to {db.describe_url(engine.url)}: {first_line(exc)}"
+                ) from exc
             raise
         return storage
+
+    def _record_person(self) -> None:
+        """A person on PostgreSQL: their users row, with the role their membership gives."""
+        identity = self.identity
+        assert identity.role is not None
+        self._user = identity.username
+        with self._transaction(write=True) as s:
+            row = user_row(s, identity.username)
+            if row is None:
+                s.add(m.User(username=identity.username, role=identity.role.value))
+                s.flush()
+                self._audit(s, "user.create", "user", identity.username,
+                            {"role": identity.role.value, "from": "database role"})
+            elif row.role != identity.role:
+                self._audit(s, "user.update", "user", identity.username,
+                            {"role": [row.role, identity.role.value], "from": "database role"})
+                row.role = identity.role.value
 
     def _migrate(self) -> None:
         from alembic.script import ScriptDirectory
@@ -85,6 +110,12 @@ class Storage(StudyCatalog, Reports, ModelRegistry):
             before = db.current_revision(self.engine)
             if before == head:
                 return
+            if self.identity.enforced:
+                raise MigrationError(
+                    f"the database at {self.location} has schema {before!r}; this version of "
+                    f"Concord needs {head!r}: the database administrator runs "
+                    "`concord db setup` (docs/security.md)"
+                )
             known = {rev.revision for rev in script.walk_revisions()}
             if before is not None and before not in known:
                 raise MigrationError(
@@ -92,6 +123,13 @@ class Storage(StudyCatalog, Reports, ModelRegistry):
                     f"version of Concord knows (up to {head!r}); update Concord"
                 )
             db.upgrade(self.engine, "head")
+            if self.engine.dialect.name == "postgresql":
+                from app.storage import security
+
+                with self.engine.begin() as connection:
+                    if security.groups_exist(connection):  # new tables get the grants too
+                        security.apply(connection, security.setup_statements(
+                            connection.exec_driver_sql("SELECT current_database()").scalar()))
         except StorageError:
             raise
         except Exception as exc:
@@ -125,6 +163,12 @@ class Storage(StudyCatalog, Reports, ModelRegistry):
         """
         username = check_username(username)
         wanted = enum_value(m.Role, role, "role") if role is not None else None
+        if self.identity.enforced and (username != self.identity.username or
+                                       wanted not in (None, self.identity.role)):
+            raise PermissionDenied(
+                "on this database people and their roles are PostgreSQL roles: the database "
+                "administrator adds them with `concord db add-user` (docs/security.md)"
+            )
         with self._transaction(write=True) as s:
             row = user_row(s, username)
             if row is None:
