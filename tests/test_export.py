@@ -137,7 +137,7 @@ def test_unsigned_or_empty_reports_are_refused(overrides: dict, message: str) ->
 
 def test_signed_report_from_storage_records() -> None:
     study = StudyRecord(7, "2.25.1", "10000002", "50000002", date(2161, 8, 26), "CHEST", "demo")
-    state = ReportState(7, REPORT, 3, "signed", "jsmith", SIGNED_AT, "m-1")
+    state = ReportState(7, REPORT, 3, "final", "jsmith", SIGNED_AT, "m-1")
     report = SignedReport.from_records(study, state, signer_name="Smith^Jane")
     assert (report.patient_id, report.accession_number, report.signed_by) == (
         "10000002",

@@ -45,6 +45,7 @@ CONSISTENCY = concord("CONSISTENCY", "Report-image consistency")
 NO_DISCREPANCY = concord("NO-DISCREPANCY", "No report-image discrepancy found")
 DISCREPANCIES = concord("DISCREPANCIES", "Report-image discrepancies found")
 REPORT_TEXT = concord("REPORT-TEXT", "Report text checked")
+ADDENDUM = concord("ADDENDUM", "Signed addendum to the report")
 
 # ---------------------------------------------------------------- per flag (TID 1501)
 FINDING = dcm("121071", "Finding")

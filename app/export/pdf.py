@@ -114,7 +114,7 @@ def report_html(report: SignedReport) -> str:
     )
     return (
         f'<p style="font-size:{TITLE_POINTS}pt; margin-bottom:6px;"><b>{html.escape(TITLE)}</b>'
-        f' <span style="font-size:{HEADER_POINTS}pt; color:#444444;">(signed)</span></p>'
+        f' <span style="font-size:{HEADER_POINTS}pt; color:#444444;">({report.status})</span></p>'
         f'<table style="font-size:{HEADER_POINTS}pt;" cellspacing="0" cellpadding="1">{rows}</table>'
         f'<div style="font-size:{BODY_POINTS}pt;">{paragraphs}</div>'
     )
@@ -212,4 +212,4 @@ def _paint(painter: QPainter, writer: QPaintDevice, report: SignedReport) -> Non
 
 
 def _body_lines(report: SignedReport) -> list[str]:
-    return report.text.replace("\r\n", "\n").replace("\r", "\n").rstrip("\n").split("\n")
+    return report.body().split("\n")

@@ -203,6 +203,7 @@ def write_sr(
     signer: str | None = None,
     signer_login: str | None = None,
     institution_name: str | None = None,
+    addenda: Sequence[str] = (),
 ) -> Path:
     """Write the AI results of one study as a DICOM SR file at ``path``; returns the path.
 
@@ -212,7 +213,8 @@ def write_sr(
     :meth:`ReviewedFlag.of`); none gives a document that says no discrepancy
     was found.  ``signer`` (a DICOM person name ``Family^Given``, or any name)
     and ``signer_login`` identify the reviewer; ``report_text`` is the report
-    the flags refer to.  Raises :class:`ExportError` (one line) for a source
+    the flags refer to (for a signed report: the signed text) and ``addenda``
+    the signed addenda under it, each as written with its author and time.  Raises :class:`ExportError` (one line) for a source
     that is not a DICOM image, a flag that cannot be coded, or a failed write;
     no partial file is left.
     """
@@ -225,6 +227,7 @@ def write_sr(
         signer=signer,
         signer_login=signer_login,
         institution_name=institution_name,
+        addenda=addenda,
     )
     return atomic_write_bytes(path, sr_bytes(document))
 
@@ -259,6 +262,7 @@ def build_sr(
     signer: str | None = None,
     signer_login: str | None = None,
     institution_name: str | None = None,
+    addenda: Sequence[str] = (),
 ) -> EnhancedSR:
     """The SR document of :func:`write_sr`, in memory (a highdicom ``EnhancedSR``)."""
     if not isinstance(model_version, str) or not model_version.strip():
@@ -295,7 +299,7 @@ def build_sr(
         )
     except (ValueError, TypeError, AttributeError) as exc:
         raise ExportError(f"cannot build the SR content: {exc}") from exc
-    report[0].ContentSequence.append(_summary(bool(reviewed), report_text))
+    report[0].ContentSequence.append(_summary(bool(reviewed), report_text, addenda))
 
     try:
         document = EnhancedSR(
@@ -475,7 +479,9 @@ def _no_discrepancy_group(
     )
 
 
-def _summary(any_flags: bool, report_text: str | None) -> ContainerContentItem:
+def _summary(
+    any_flags: bool, report_text: str | None, addenda: Sequence[str] = ()
+) -> ContainerContentItem:
     """TID 1500 row 12: the document-level qualitative evaluations."""
     container = ContainerContentItem(
         name=codes.QUALITATIVE_EVALUATIONS, relationship_type="CONTAINS"
@@ -484,6 +490,7 @@ def _summary(any_flags: bool, report_text: str | None) -> ContainerContentItem:
     items: list[Dataset] = [CodeContentItem(codes.CONSISTENCY, value, relationship_type="CONTAINS")]
     if report_text and report_text.strip():
         items.append(_text(codes.REPORT_TEXT, report_text))
+    items += [_text(codes.ADDENDUM, a) for a in addenda if a and a.strip()]
     container.ContentSequence = items
     return container
 

@@ -42,6 +42,8 @@ class SignedReport:
     model_version: str | None
     patient_name: str | None = None
     study_description: str | None = None
+    #: Signed addenda under the report, oldest first: (text, author, signed at).
+    addenda: tuple[tuple[str, str, datetime], ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.text, str):
@@ -77,7 +79,21 @@ class SignedReport:
             model_version=report.model_version,
             patient_name=patient_name,
             study_description=study.description,
+            addenda=tuple((a.text, a.author, a.created_at) for a in report.addenda),
         )
+
+    @property
+    def status(self) -> str:
+        """``signed``, or ``amended`` once an addendum is under it."""
+        return "amended" if self.addenda else "signed"
+
+    def body(self) -> str:
+        """The signed text exactly as signed, then each addendum under its own heading."""
+        parts = [self.text.replace("\r\n", "\n").replace("\r", "\n").rstrip("\n")]
+        for number, (text, author, at) in enumerate(self.addenda, 1):
+            parts.append(f"ADDENDUM {number} (signed by {author}, {format_datetime(at)}):\n"
+                         + text.replace("\r\n", "\n").replace("\r", "\n").rstrip("\n"))
+        return "\n\n".join(parts)
 
     def header_rows(self) -> list[tuple[str, str]]:
         """The identifying rows shared by the text and PDF exports, as (label, value)."""
@@ -135,11 +151,10 @@ def report_text(report: SignedReport) -> str:
     """The export as one string: title, header rows, a rule, the report, a final newline."""
     rows = report.header_rows()
     width = max(len(label) for label, _ in rows) + 2
-    lines = [f"{TITLE} (signed)", ""]
+    lines = [f"{TITLE} ({report.status})", ""]
     lines += [f"{label + ':':<{width}}{value}" for label, value in rows]
     lines += [RULE, ""]
-    body = report.text.replace("\r\n", "\n").replace("\r", "\n").rstrip("\n")
-    return "\n".join(lines) + "\n" + body + "\n"
+    return "\n".join(lines) + "\n" + report.body() + "\n"
 
 
 def write_report_text(path: str | os.PathLike[str], report: SignedReport) -> Path:

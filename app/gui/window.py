@@ -6,12 +6,16 @@ together and records what the radiologist does in storage:
 
 * opening a study: its images in the viewer, its report (or a recovered
   draft) in the editor, an ``open`` audit entry;
-* typing: the editor re-checks changed sentences; each check's flags are
-  recorded (:meth:`Storage.record_flags`), keeping decisions already taken;
-* deciding a flag: :meth:`Storage.decide_flag`; selecting one shows its
-  evidence heatmap on the image;
+* the reading record is the :class:`~app.session.ReadingSession`'s: the
+  editor's checks go to it (it records each check's flags against the report
+  version they were raised on), the flags panel and the editor's underlines
+  show what it holds, decisions go to it and it records them; the window keeps
+  no flag or decision of its own;
+* selecting a flag shows its evidence heatmap on the image;
 * the draft autosaves every few seconds and on close (:class:`ReportKeeper`);
-* sign-off needs every flag reviewed and records the model version.
+* sign-off (final or preliminary) needs every current flag decided, as storage
+  says; a final report is read-only and takes signed addenda
+  (:mod:`app.gui.report_actions`).
 """
 
 from __future__ import annotations
@@ -38,13 +42,13 @@ from PySide6.QtWidgets import (
 
 from app.gui.background import run_in_background
 from app.gui.keeper import ReportKeeper
+from app.gui.report_actions import AddendaView, ReportActions
 from app.gui.worklist import WorklistPanel, WorklistRow
 from app.report import CheckSession, FlagsPanel, ReportEditor
+from app.session import FlagReview, ReadingSession, study_key
 from app.storage import (
     ConcurrentEditError,
-    ReportSigned,
     Role,
-    SignOffBlocked,
     Storage,
     StorageError,
 )
@@ -122,7 +126,6 @@ class MainWindow(QMainWindow):
         self._named_actions: dict[str, QAction] = {}
         self._local_shortcuts: list[QShortcut] = []
         self._study: OpenStudy | None = None
-        self._records: list[Any] = []  # FlagRecords of the shown flags, same order
         self._image_shown = False
         self._flags_shown = False
         self._ready_sent = False
@@ -137,9 +140,15 @@ class MainWindow(QMainWindow):
         self.metadata = MetadataPanel(self)
         self.editor = ReportEditor(self)
         self.flags_panel = FlagsPanel(self)
-        self.session = CheckSession(self.editor, self.flags_panel, self)
+        #: The one owner of the open study's report, flags and decisions.
+        self.reading = ReadingSession(storage)
+        self.session = CheckSession(self.editor, self.flags_panel, self, follow_editor=False,
+                                    approve=self._approve_decision)
+        self.editor.set_flag_source(self._on_check_result)
         self.priors_panel = self._make_priors_panel()
-        self.keeper = ReportKeeper(storage, self.editor.text, interval_s=autosave_s, parent=self)
+        self.keeper = ReportKeeper(self.reading, self.editor.text, interval_s=autosave_s, parent=self)
+        self.report_actions = ReportActions(self)
+        self.addenda = AddendaView(self)
 
         self.banner = QLabel(DEMO_BANNER, self)
         self.banner.setObjectName("demoBanner")
@@ -174,6 +183,7 @@ class MainWindow(QMainWindow):
         report_layout.setContentsMargins(0, 0, 0, 0)
         report_layout.addWidget(self.signed_label)
         report_layout.addWidget(self.editor, 3)
+        report_layout.addWidget(self.addenda)
         self.side_tabs = QTabWidget(self)
         self.side_tabs.addTab(self.flags_panel, "Flags")
         self.side_tabs.addTab(self.priors_panel, "Priors")
@@ -212,7 +222,7 @@ class MainWindow(QMainWindow):
         self.editor.flagsChanged.connect(self._on_flags)
         self.editor.checkFailed.connect(lambda m: self.statusBar().showMessage(f"Check failed: {m}", 10_000))
         self.session.heatmapRequested.connect(self._show_heatmap)
-        self.session.decided.connect(self._on_decided)
+        self.reading.subscribe(self._on_reading)
         self.keeper.saved.connect(self._on_saved)
         self.keeper.failed.connect(self._on_save_failed)
         self.keeper.conflict.connect(self._on_conflict)
@@ -251,6 +261,11 @@ class MainWindow(QMainWindow):
         file_menu.addSeparator()
         self.save_action = self._action(file_menu, "&Save report", self.save, sc["save"], "save")
         self.sign_action = self._action(file_menu, "Sign off\u2026", self.sign, sc["sign_off"], "sign")
+        self.preliminary_action = self._action(file_menu, "Issue as preliminary",
+                                               lambda: self.sign(preliminary=True), name="preliminary")
+        self.addendum_action = self._action(file_menu, "Add addendum\u2026", self.add_addendum,
+                                            name="addendum")
+        self.addendum_action.setEnabled(False)
         file_menu.addSeparator()
         self.export_menu = file_menu.addMenu("Export")
         self._action(self.export_menu, "Report as text\u2026", lambda: self.export_report("txt"),
@@ -340,6 +355,8 @@ class MainWindow(QMainWindow):
         self.model_version = getattr(reader, "model_version", None) or "unknown"
         self.model_label.setText(f"Model {self.model_version}")
         self.model_banner.hide()
+        self.reading.model_version = self.model_version
+        self._update_checking()
         self.editor.set_reader(reader)
         self._apply_sensitivity()
         self._open_prior_index()
@@ -348,6 +365,8 @@ class MainWindow(QMainWindow):
 
     def _model_failed(self, message: str) -> None:
         self.reader = None
+        self.reading.model_version = None
+        self._update_checking()
         self.model_label.setText("No model")
         self.model_banner.setText(f"Checking is off: {message}.")
         self.model_banner.show()
@@ -386,9 +405,11 @@ class MainWindow(QMainWindow):
         paths = [i.path for i in images]
         frontal = [i.path for i in images if (i.view_position or "").upper() in ("PA", "AP", "")]
         # the model reads frontal views only; a lateral-only study is shown but not checked
-        self._study = OpenStudy(study_id, f"study-{study_id}", paths, frontal)
-        self._records = []
+        self._study = OpenStudy(study_id, study_key(study_id), paths, frontal)
+        self._update_checking()
         self._image_shown = False
+        self.save_label.setText("")  # the last study's save status is not this one's
+        self.statusBar().clearMessage()
         self.thumbnails.set_items([
             f"{i.view_position or '?'}" for i in images
         ])
@@ -403,6 +424,10 @@ class MainWindow(QMainWindow):
         self.editor.set_study(self._study.key, self._study.images)
         self.editor.set_text(text)
         self._set_signed(state)
+        # what storage holds for this study, until (and unless) a new check replaces it
+        stored = [r.flag for r in self.reading.reviews()]
+        self.editor.show_flags(stored if recovered is None else [])
+        self._publish_flags()
         if recovered is not None:
             self.statusBar().showMessage(
                 "Recovered text that had not reached the database; it will be saved now.", 15_000)
@@ -424,6 +449,13 @@ class MainWindow(QMainWindow):
         self.keeper.close()
         self._study = None
         self.viewer.set_overlay(None)
+        self.editor.show_flags([])
+        self._publish_flags()
+
+    def _update_checking(self) -> None:
+        """Sign-off waits for a check of the current text only when one can run."""
+        self.reading.checking = bool(self.reader is not None and self._study is not None
+                                     and self._study.images)
 
     def _show_image(self, index: int) -> None:
         if self._study is None or not 0 <= index < len(self._study.paths):
@@ -461,54 +493,63 @@ class MainWindow(QMainWindow):
         self._maybe_ready()
 
     def _set_signed(self, state: Any) -> None:
-        signed = bool(state.signed)
+        signed = bool(state is not None and state.signed)
         self.editor.text_edit().setReadOnly(signed)
         self.save_action.setEnabled(not signed)
         self.sign_action.setEnabled(not signed)
-        if signed:
-            when = state.signed_at.strftime("%Y-%m-%d %H:%M") if state.signed_at else ""
+        self.preliminary_action.setEnabled(not signed)
+        self.addendum_action.setEnabled(signed)
+        self.flags_panel.set_read_only(signed)
+        self.addenda.show_state(state)
+        if state is not None and (signed or state.preliminary):
+            when = state.signed_at.astimezone().strftime("%Y-%m-%d %H:%M") if state.signed_at else ""
+            what = f"{state.status.capitalize()}: signed" if signed else "Preliminary: issued"
+            tail = "; read-only (add an addendum for a change)" if signed else "; still editable"
             self.signed_label.setText(
-                f"Signed by {state.signed_by} {when} (model {state.model_version or 'none'}); read-only")
-        self.signed_label.setVisible(signed)
+                f"{what} by {state.signed_by} {when} (model {state.model_version or 'none'}){tail}")
+            self.signed_label.setVisible(True)
+        else:
+            self.signed_label.setVisible(False)
 
     # ================================================================ flags
+
+    def _on_check_result(self, key: str | None, text: str, result: Any) -> list[Any] | None:
+        """A finished check goes to the reading session; the editor shows what it holds."""
+        if not self.reading.apply_check(key, text, result):
+            return None
+        return [r.flag for r in self.reading.reviews()]
+
+    def _on_reading(self, event: str, payload: Any) -> None:
+        if event == "flags":
+            self._publish_flags()
+        elif event == "error":
+            self.statusBar().showMessage(str(payload), 10_000)
+        elif event in ("signed", "addendum"):
+            self._set_signed(payload)
+
+    def _publish_flags(self) -> None:
+        """The flags panel shows the reading session's flags and decisions, as stored."""
+        self.flags_panel.set_reviews(self.reading.reviews())
+        self.flags_panel.set_read_only(self.reading.signed)
+
+    def _approve_decision(self, review: FlagReview, decision: str, reason: str | None) -> bool:
+        """A decision from the panel: recorded by the reading session, or refused."""
+        if review.record_id is None:
+            self._error("Decision not recorded", "this flag was not recorded; check again (F5)")
+            self._publish_flags()
+            return False
+        try:
+            self.reading.decide(review.record_id, decision, reason)
+        except StorageError as exc:
+            self._error("Decision not recorded", str(exc))
+            return False
+        return True
 
     def _on_flags(self, flags: list[Any]) -> None:
         if self._study is None:
             return
         self._flags_shown = True
-        state = self.keeper.state
-        if flags is not None and self.model_version and state is not None and not state.signed:
-            try:
-                self._records = self.storage.record_flags(
-                    self._study.study_id, flags, self.model_version,
-                    report_version=state.version or None)
-            except ReportSigned:
-                self._records = []
-            except StorageError as exc:
-                self._records = []
-                self.statusBar().showMessage(f"Flags not recorded: {exc}", 10_000)
-            # decisions kept from earlier checks (and earlier sessions) show in the panel
-            for row, record in enumerate(self._records):
-                decision = str(getattr(record, "decision", "none"))
-                if decision != "none" and row < self.flags_panel.model.rowCount():
-                    review = self.flags_panel.model.review(row)
-                    if not review.reviewed:
-                        self.flags_panel.model.set_decision(row, decision, record.dismiss_reason)
         self._maybe_ready()
-
-    def _on_decided(self, flag: Any, decision: str, reason: Any) -> None:
-        flags = self.editor.flags()
-        try:
-            row = next(i for i, f in enumerate(flags) if f is flag)
-        except StopIteration:
-            return
-        if row >= len(self._records):
-            return
-        try:
-            self._records[row] = self.storage.decide_flag(self._records[row].id, decision, reason)
-        except StorageError as exc:
-            self.statusBar().showMessage(f"Decision not recorded: {exc}", 10_000)
 
     def _show_heatmap(self, flag: Any) -> None:
         heat = getattr(flag, "heatmap", None)
@@ -537,32 +578,12 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(outcome.message, 10_000)
         return outcome.ok
 
-    def sign(self) -> bool:
-        if self._study is None or self.keeper.state is None:
-            return False
-        if not self.flags_panel.all_reviewed():
-            left = len([r for r in self.flags_panel.reviews() if not r.reviewed])
-            self._error("Not signed", f"{left} flag(s) still need a decision (accept, edit or dismiss).")
-            return False
-        if self.keeper.dirty or self.keeper.state.version == 0:
-            if not self.save():
-                return False
-        self.editor.wait_for_idle(10_000)
-        QApplication.processEvents()
-        try:
-            state = self.storage.sign(self._study.study_id, self.model_version,
-                                      expected_version=self.keeper.state.version)
-        except SignOffBlocked as exc:
-            self._error("Not signed", str(exc))
-            return False
-        except StorageError as exc:
-            self._error("Not signed", str(exc))
-            return False
-        self.keeper.signed(state)
-        self._set_signed(state)
-        self.refresh_worklist()
-        self.statusBar().showMessage("Report signed.", 10_000)
-        return True
+    def sign(self, preliminary: bool = False) -> bool:
+        """Sign off the report (final), or issue it as preliminary."""
+        return self.report_actions.sign(preliminary=preliminary)
+
+    def add_addendum(self, text: str | None = None) -> bool:
+        return self.report_actions.add_addendum(text)
 
     def _on_saved(self, state: Any, kind: str) -> None:
         self.save_label.setText(f"{'Autosaved' if kind == 'autosave' else 'Saved'} v{state.version}")
@@ -645,96 +666,13 @@ class MainWindow(QMainWindow):
         return report
 
     def open_report_file(self, path: str | None = None) -> bool:
-        """Replace the draft by a text file's content (one undo step away from what was there)."""
-        if self._study is None:
-            self._error("No study", "Open a study first.")
-            return False
-        if path is None:
-            path, _ = QFileDialog.getOpenFileName(self, "Open a report", "", "Text (*.txt);;All files (*)")
-            if not path:
-                return False
-        try:
-            text = read_report_file(path)
-        except ValueError as exc:
-            self._error("Report not opened", str(exc))
-            return False
-        if self.keeper.state is not None and self.keeper.state.signed:
-            self._error("Report not opened", "the report is signed; it can no longer be edited")
-            return False
-        self.keeper.autosave()
-        self.editor.set_text(text)
-        self.keeper.autosave()
-        return True
+        return self.report_actions.open_report_file(path)
 
     def export_report(self, fmt: str, path: str | None = None) -> str | None:
-        """The signed report as ``txt`` or ``pdf`` (see docs/export.md)."""
-        from app.export import ExportError, SignedReport, write_report_pdf, write_report_text
-
-        if self._study is None:
-            self._error("Nothing to export", "Open a study first.")
-            return None
-        try:
-            study = self.storage.study(self._study.study_id)
-            state = self.storage.report(self._study.study_id)
-            user = self.storage.user(state.signed_by) if state.signed_by else None
-            report = SignedReport.from_records(
-                study, state, signer_name=(user.display_name or None) if user else None)
-        except (ExportError, StorageError) as exc:
-            self._error("Export failed", str(exc))
-            return None
-        if path is None:
-            path, _ = QFileDialog.getSaveFileName(
-                self, "Export report", report.file_name(f".{fmt}"),
-                "PDF (*.pdf)" if fmt == "pdf" else "Text (*.txt)")
-            if not path:
-                return None
-        try:
-            (write_report_pdf if fmt == "pdf" else write_report_text)(path, report)
-            self.storage.audit("report.export", ("study", self._study.study_id),
-                               {"format": fmt, "path": str(path)})
-        except (ExportError, StorageError) as exc:
-            self._error("Export failed", str(exc))
-            return None
-        self.statusBar().showMessage(f"Exported {path}", 10_000)
-        return str(path)
+        return self.report_actions.export_report(fmt, path)
 
     def export_sr(self, path: str | None = None) -> str | None:
-        """The AI results (flags and decisions) as a DICOM Structured Report."""
-        from app.export import ExportError, sr_file_name, write_sr
-
-        if self._study is None or not self._study.images:
-            self._error("Nothing to export", "Open a study with a frontal DICOM image first.")
-            return None
-        state = self.keeper.state
-        if state is not None and state.signed:
-            items: list[Any] = self.storage.flags(self._study.study_id)
-            model_version = state.model_version or self.model_version
-        else:
-            items = [(r.flag, r.decision if r.reviewed else None, r.reason)
-                     for r in self.flags_panel.reviews()]
-            model_version = self.model_version
-        try:
-            from app.export import read_sources
-
-            suggested = sr_file_name(read_sources(self._study.images[0])[0])
-        except Exception:  # the file name is only a suggestion; write_sr reports the real problem
-            suggested = f"concord-sr-{self._study.study_id}.dcm"
-        if path is None:
-            path, _ = QFileDialog.getSaveFileName(self, "Export AI results", suggested, "DICOM (*.dcm)")
-            if not path:
-                return None
-        user = self.user()
-        try:
-            write_sr(path, self._study.images, items, model_version=model_version or "none",
-                     report_text=self.editor.text(),
-                     signer=(state.signed_by if state is not None and state.signed else None),
-                     signer_login=user.username if user else None)
-            self.storage.audit("sr.export", ("study", self._study.study_id), {"path": str(path)})
-        except (ExportError, StorageError) as exc:
-            self._error("Export failed", str(exc))
-            return None
-        self.statusBar().showMessage(f"Exported {path}", 10_000)
-        return str(path)
+        return self.report_actions.export_sr(path)
 
     # ================================================================ dialogs provided by other parts
 
@@ -775,14 +713,7 @@ class MainWindow(QMainWindow):
         self.priors_panel.open_index(self.reader, directory)
 
     def _insert_sentence(self, sentence: str) -> None:
-        if self.keeper.state is not None and self.keeper.state.signed:
-            return
-        edit = self.editor.text_edit()
-        cursor = edit.textCursor()
-        before = edit.toPlainText()[max(0, cursor.position() - 1):cursor.position()]
-        cursor.insertText(("" if not before or before.isspace() else " ") + sentence.strip())
-        edit.setTextCursor(cursor)
-        self.editor.focus_text()
+        self.report_actions.insert_sentence(sentence)
 
     # ---- settings
 

@@ -11,13 +11,13 @@
 See ``docs/report-editor.md``.
 """
 
-from app.report.corrections import Correction, suggest_correction
 from app.report.editor import ReportEditor
 from app.report.flags_model import DECISIONS, FlagReview, FlagsModel
 from app.report.panel import DISMISS_REASONS, DismissDialog, FlagsPanel
 from app.report.session import CheckSession
 from app.report.style import KIND_COLORS, KIND_LABELS
 from app.report.worker import CheckSignals, CheckWorker
+from app.session.corrections import Correction, suggest_correction
 
 __all__ = [
     "DECISIONS",

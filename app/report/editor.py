@@ -128,7 +128,9 @@ class ReportEditor(QWidget):
         self._latest = _Latest(0)
         self._in_flight = 0
         self._flags: list[Flag] = []
-        self._anchors: list[QTextCursor | None] = []
+        self._anchors: list[list[QTextCursor]] = []  # per flag, one cursor per sentence
+        self._flag_source: Any = None
+        self._checked_text: str | None = None  # the text of the check whose flags are shown
         self._selected = -1
         self._loading = False
         self.checks_requested = 0
@@ -147,6 +149,7 @@ class ReportEditor(QWidget):
     def set_study(self, study_key: str | None, images: Sequence[Any]) -> None:
         """The study the report is about: a cache key and its images (paths, arrays or StudyImage)."""
         self._study_key = study_key
+        self._checked_text = None
         self._images = list(images)
         self._invalidate()
         self._schedule()
@@ -163,6 +166,24 @@ class ReportEditor(QWidget):
 
     def text(self) -> str:
         return self._edit.toPlainText()
+
+    def checked_text(self) -> str | None:
+        """The text whose check's flags are shown (None before the first check of a study)."""
+        return self._checked_text
+
+    def set_flag_source(self, source: Any) -> None:
+        """Who decides which flags a finished check shows.
+
+        ``source(study_key, checked_text, result)`` returns the flags to show
+        (the reading session's, recorded in storage) or ``None`` to keep what is
+        shown. Without a source the check's own flags are shown.
+        """
+        self._flag_source = source
+
+    def show_flags(self, flags: list[Flag]) -> None:
+        """Underline ``flags`` on the current text and announce them (``flagsChanged``)."""
+        self._show(list(flags))
+        self.flagsChanged.emit(list(self._flags))
 
     def flags(self) -> list[Flag]:
         return list(self._flags)
@@ -214,13 +235,15 @@ class ReportEditor(QWidget):
         self._pool.start(worker)
 
     def flag_span(self, index: int) -> tuple[int, int] | None:
-        """Where flag ``index`` is in the current text (it follows edits), or ``None``."""
+        """Where flag ``index``'s first sentence is in the current text (it follows edits)."""
+        spans = self.flag_spans(index)
+        return spans[0] if spans else None
+
+    def flag_spans(self, index: int) -> list[tuple[int, int]]:
+        """Where each sentence of flag ``index`` is in the current text (they follow edits)."""
         if not 0 <= index < len(self._anchors):
-            return None
-        anchor = self._anchors[index]
-        if anchor is None:
-            return None
-        return anchor.selectionStart(), anchor.selectionEnd()
+            return []
+        return [(a.selectionStart(), a.selectionEnd()) for a in self._anchors[index]]
 
     def omission_anchor(self) -> tuple[int, int] | None:
         """The heading omissions are marked on: IMPRESSION, else FINDINGS, else the first heading."""
@@ -260,26 +283,33 @@ class ReportEditor(QWidget):
 
         Returns the span of the new text.
         """
-        start, end = sorted(span)
+        return self.apply_edits([(span, new_text)])
+
+    def apply_edits(self, edits: Sequence[tuple[tuple[int, int], str]]) -> tuple[int, int]:
+        """Replace several spans at once, as one undoable step; returns the first new span."""
+        if self._edit.isReadOnly():
+            return (0, 0)
         length = len(self.text())
-        start, end = max(0, min(start, length)), max(0, min(end, length))
+        ordered = sorted(((max(0, min(a, length)), max(0, min(b, length))), t)
+                         for (a, b), t in ((sorted(span), text) for span, text in edits))
         cursor = QTextCursor(self._edit.document())
         cursor.beginEditBlock()
-        cursor.setPosition(start)
-        cursor.setPosition(end, QTextCursor.MoveMode.KeepAnchor)
-        cursor.insertText(new_text)
+        for (start, end), new_text in reversed(ordered):  # from the end: earlier spans stay valid
+            cursor.setPosition(start)
+            cursor.setPosition(end, QTextCursor.MoveMode.KeepAnchor)
+            cursor.insertText(new_text)
         cursor.endEditBlock()
+        (start, _), first = ordered[0]
         view = self._edit.textCursor()
-        view.setPosition(start + len(new_text))
+        view.setPosition(start + len(first))
         self._edit.setTextCursor(view)
-        return start, start + len(new_text)
+        return start, start + len(first)
 
     def tooltip_at(self, position: int) -> str:
         """The tooltip for the character at ``position``: the flags on it, as rich text."""
         parts = []
         for i, flag in enumerate(self._flags):
-            span = self.flag_span(i)
-            if span is not None and span[0] <= position < span[1]:
+            if any(a <= position < b for a, b in self.flag_spans(i)):
                 parts.append(_describe(flag))
         heading = self.omission_anchor()
         if heading and heading[0] <= position < heading[1]:
@@ -331,7 +361,15 @@ class ReportEditor(QWidget):
             return
         if images:
             self._images = list(images)  # decoded once; later checks skip the file read
-        self._show(list(result.flags))
+        flags = list(result.flags)
+        if self._flag_source is not None:
+            shown = self._flag_source(self._study_key, checked, result)
+            if shown is None:
+                self._set_status("Checked, but the flags could not be recorded", error=True)
+                return
+            flags = list(shown)
+        self._checked_text = checked
+        self._show(flags)
         warnings = list(getattr(result, "warnings", []) or [])
         self.warningsChanged.emit(warnings)
         n = len(self._flags)
@@ -353,23 +391,25 @@ class ReportEditor(QWidget):
         self._flags = flags
         self._anchors = []
         for flag in flags:
-            if flag.span is None or not 0 <= flag.span[0] < flag.span[1] <= length:
-                self._anchors.append(None)
-                continue
-            cursor = QTextCursor(document)
-            cursor.setPosition(flag.span[0])
-            cursor.setPosition(flag.span[1], QTextCursor.MoveMode.KeepAnchor)
-            self._anchors.append(cursor)
+            anchors = []
+            for start, end in flag.spans:
+                if not 0 <= start < end <= length:
+                    continue
+                cursor = QTextCursor(document)
+                cursor.setPosition(start)
+                cursor.setPosition(end, QTextCursor.MoveMode.KeepAnchor)
+                anchors.append(cursor)
+            self._anchors.append(anchors)
         self._selected = -1
         self._refresh_selections()
 
     def _refresh_selections(self) -> None:
         selections = []
         for i, flag in enumerate(self._flags):
-            span = self.flag_span(i)
-            if span is None or span[0] == span[1]:
-                continue
-            selections.append(self._selection(span, flag.kind, selected=i == self._selected))
+            for span in self.flag_spans(i):
+                if span[0] == span[1]:
+                    continue
+                selections.append(self._selection(span, flag.kind, selected=i == self._selected))
         omissions = [i for i, f in enumerate(self._flags) if f.span is None]
         heading = self.omission_anchor()
         if omissions and heading is not None:

@@ -2,49 +2,28 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
 from typing import Any
 
 from PySide6.QtCore import QAbstractListModel, QModelIndex, QPersistentModelIndex, Qt
 
-from app.report.corrections import Correction, suggest_correction
 from app.report.style import kind_label
+from app.session.corrections import suggest_correction
+from app.session.reading import FlagReview
+from core_model.domain.flags import Decision
 from core_model.inference import Flag
 
 #: The decisions storage records (``Storage.decide_flag``); ``none`` is "not reviewed".
-DECISIONS = ("none", "accepted", "dismissed", "edited")
+DECISIONS = tuple(d.value for d in Decision)
 EXCERPT_CHARS = 90
 
 Index = QModelIndex | QPersistentModelIndex
 
 
-@dataclass
-class FlagReview:
-    """One flag, its suggested correction and the reviewer's decision."""
-
-    flag: Flag
-    correction: Correction | None = None
-    decision: str = "none"
-    reason: str | None = None
-
-    @property
-    def reviewed(self) -> bool:
-        return self.decision != "none"
-
-    @property
-    def key(self) -> tuple[str, str, str | None]:
-        return review_key(self.flag)
-
-
-def review_key(flag: Flag) -> tuple[str, str, str | None]:
-    """A decision follows its flag across re-checks: same kind, finding and sentence."""
-    return flag.kind, flag.entity, flag.sentence
-
-
 def excerpt(flag: Flag, limit: int = EXCERPT_CHARS) -> str:
     if flag.sentence is None:
         return "Not mentioned in the report"
-    sentence = " ".join(flag.sentence.split())
+    sentence = " / ".join(" ".join(s.split()) for s in flag.sentences)
     return sentence if len(sentence) <= limit else sentence[: limit - 1].rstrip() + "\u2026"
 
 
@@ -63,16 +42,20 @@ class FlagsModel(QAbstractListModel):
     # ----------------------------------------------------------------- content
 
     def set_flags(self, flags: list[Flag], report: str = "") -> None:
-        """Show ``flags`` (of ``report``); decisions on the same flags are kept."""
-        previous = {r.key: r for r in self._reviews if r.reviewed}
+        """Show a check's ``flags`` (of ``report``), none of them decided yet.
+
+        The model never carries a decision from one set of flags to another: in
+        the application the reading session does that, in storage, and hands
+        the result over with :meth:`set_reviews`.
+        """
+        self.set_reviews(
+            [FlagReview(f, suggest_correction(f, report) if report else None) for f in flags]
+        )
+
+    def set_reviews(self, reviews: list[FlagReview]) -> None:
+        """Show these flags with their decisions exactly as given."""
         self.beginResetModel()
-        self._reviews = []
-        for flag in flags:
-            review = FlagReview(flag, suggest_correction(flag, report) if report else None)
-            old = previous.get(review.key)
-            if old is not None:
-                review.decision, review.reason = old.decision, old.reason
-            self._reviews.append(review)
+        self._reviews = [dataclasses.replace(r) for r in reviews]
         self.endResetModel()
 
     def reviews(self) -> list[FlagReview]:

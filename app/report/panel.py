@@ -33,8 +33,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.report.flags_model import FlagReview, FlagsModel
+from app.report.flags_model import FlagsModel
 from app.report.style import kind_color, kind_label
+from app.session.reading import FlagReview
 from core_model.inference import Flag
 
 KIND_FILTERS = ("all", "contradiction", "unsupported", "omission")
@@ -207,6 +208,7 @@ class FlagsPanel(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self._read_only = False
         self.model = FlagsModel(self)
         self.proxy = KindFilter(self)
         self.proxy.setSourceModel(self.model)
@@ -271,8 +273,29 @@ class FlagsPanel(QWidget):
     def set_flags(self, flags: list[Flag], report: str = "") -> None:
         """Show a check's flags; ``report`` (the checked text) lets corrections be suggested."""
         self.model.set_flags(flags, report)
+        self._after_reset()
+
+    def set_reviews(self, reviews: list[FlagReview]) -> None:
+        """Show flags with their decisions as the reading session holds them; the current
+        row stays where it was when it still exists."""
+        row = self.current_flag_index()
+        self.model.set_reviews(reviews)
+        if 0 <= row < self.model.rowCount():
+            self.select_flag(row)
+        self._after_reset()
+
+    def _after_reset(self) -> None:
         if self.proxy.rowCount() and not self.view.currentIndex().isValid():
             self.view.setCurrentIndex(self.proxy.index(0, 0))
+        self._update()
+
+    def set_read_only(self, read_only: bool) -> None:
+        """A signed report: its flags are shown, but no decision can be taken or changed."""
+        self._read_only = bool(read_only)
+        self._update()
+
+    def is_read_only(self) -> bool:
+        return self._read_only
 
     def flags(self) -> list[Flag]:
         return [r.flag for r in self.model.reviews()]
@@ -361,6 +384,8 @@ class FlagsPanel(QWidget):
         return dialog.reason() if dialog.exec() == QDialog.DialogCode.Accepted else None
 
     def _row(self, flag_index: int | None) -> int:
+        if self._read_only:
+            return -1  # a signed report: decisions are final
         row = self.current_flag_index() if flag_index is None else flag_index
         return row if 0 <= row < self.model.rowCount() else -1
 
@@ -401,7 +426,9 @@ class FlagsPanel(QWidget):
         row = self.current_flag_index()
         has = row >= 0
         for button in (self.accept_button, self.edit_button, self.dismiss_button):
-            button.setEnabled(has)
+            button.setEnabled(has and not self._read_only)
+        if self._read_only:
+            self.summary_label.setText(self.summary() + " \u2014 signed: decisions are final")
         if not has:
             self.suggestion.setText("")
             return

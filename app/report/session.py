@@ -3,37 +3,55 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 from PySide6.QtCore import QObject, Signal
 
-from app.report.corrections import Correction, suggest_correction
 from app.report.editor import ReportEditor
 from app.report.panel import FlagsPanel
+from app.session.corrections import Correction, suggest_correction
+from app.session.reading import FlagReview
 from core_model.inference import Flag
+
+#: ``approve(review, decision, reason)``: whether the owner of the decisions took it.
+Approve = Callable[[FlagReview, str, str | None], bool]
 
 
 class CheckSession(QObject):
     """Keeps the panel on the editor's flags and carries decisions back to the text.
 
-    * a check's flags go to the panel (with the text they were checked on);
-    * selecting a flag highlights its span and emits ``heatmapRequested(Flag)``
+    * with ``follow_editor`` (a pair used on its own), a check's flags go to the
+      panel (with the text they were checked on); in the application the reading
+      session feeds both instead, and ``follow_editor`` is off;
+    * selecting a flag highlights its sentences and emits ``heatmapRequested(Flag)``
       for the viewer;
-    * Enter / Edit moves the editor's cursor to the span;
-    * an accepted flag's correction is applied to the editor (one undo step),
-      re-derived on the current text so it lands on the sentence where it is now.
+    * Enter / Edit moves the editor's cursor to the first sentence;
+    * a decision goes to ``approve`` first (the reading session, which records
+      it); only an approved acceptance applies its correction to the editor (one
+      undo step), re-derived on the current text so it lands where the sentences
+      are now.
 
-    ``decided(flag, decision, reason)`` repeats the panel's decisions with the
-    flag itself, for whoever records them (storage).
+    ``decided(flag, decision, reason)`` repeats each approved decision with the flag.
     """
 
     heatmapRequested = Signal(object)
     decided = Signal(object, str, object)
 
-    def __init__(self, editor: ReportEditor, panel: FlagsPanel, parent: QObject | None = None) -> None:
+    def __init__(
+        self,
+        editor: ReportEditor,
+        panel: FlagsPanel,
+        parent: QObject | None = None,
+        *,
+        follow_editor: bool = True,
+        approve: Approve | None = None,
+    ) -> None:
         super().__init__(parent or editor)
         self.editor = editor
         self.panel = panel
-        editor.flagsChanged.connect(self._on_flags)
+        self.approve = approve
+        if follow_editor:
+            editor.flagsChanged.connect(self._on_flags)
         panel.currentFlagChanged.connect(self._on_current)
         panel.jumpRequested.connect(self._on_jump)
         panel.decided.connect(self._on_decided)
@@ -53,23 +71,27 @@ class CheckSession(QObject):
         self.editor.focus_text()
 
     def _on_decided(self, index: int, decision: str, reason: object, correction: object) -> None:
-        flags = self.editor.flags()
-        if not 0 <= index < len(flags):
+        if not 0 <= index < self.panel.model.rowCount():
             return
-        flag = flags[index]
-        self.decided.emit(flag, decision, reason)
+        review = self.panel.model.review(index)
+        if self.approve is not None and not self.approve(review, decision, reason):  # type: ignore[arg-type]
+            return
+        self.decided.emit(review.flag, decision, reason)
         if decision == "accepted" and isinstance(correction, Correction):
             live = self.current_correction(index) or correction
-            self.editor.apply_correction(live.span, live.text)
+            self.editor.apply_edits(live.edits)
 
     def current_correction(self, index: int) -> Correction | None:
-        """Flag ``index``'s correction on the text as it is now (its span follows edits)."""
+        """Flag ``index``'s correction on the text as it is now (its sentences follow edits)."""
         flags = self.editor.flags()
         if not 0 <= index < len(flags):
             return None
         flag = flags[index]
-        span = self.editor.flag_span(index)
-        if flag.span is not None and (span is None or span[0] == span[1]):
-            return None  # the sentence is gone
-        live = dataclasses.replace(flag, span=span) if span is not None else flag
+        spans = self.editor.flag_spans(index)
+        if flag.span is not None and (not spans or any(a == b for a, b in spans)):
+            return None  # a sentence is gone
+        live = flag
+        if spans and len(spans) == len(flag.spans):
+            repeats = tuple((s, span) for (s, _), span in zip(flag.repeats, spans[1:], strict=True))
+            live = dataclasses.replace(flag, span=spans[0], repeats=repeats)
         return suggest_correction(live, self.editor.text())

@@ -26,11 +26,18 @@ from core_model.text.sections import clinical_sections
 
 @dataclass(frozen=True)
 class Correction:
-    """Replace ``text[span[0]:span[1]]`` by ``text`` (an empty span inserts)."""
+    """Replace ``text[span[0]:span[1]]`` by ``text`` (an empty span inserts); ``more`` holds
+    the same replacement in the flag's other sentences (FINDINGS and IMPRESSION)."""
 
     span: tuple[int, int]
     text: str
     summary: str  # one line for the panel, e.g. 'Replace with "The mediastinum is widened."'
+    more: tuple[tuple[tuple[int, int], str], ...] = ()
+
+    @property
+    def edits(self) -> tuple[tuple[tuple[int, int], str], ...]:
+        """Every (span, new text) of the correction, in report order."""
+        return tuple(sorted(((self.span, self.text), *self.more)))
 
 
 def suggest_correction(flag: Flag, report: str) -> Correction | None:
@@ -38,9 +45,6 @@ def suggest_correction(flag: Flag, report: str) -> Correction | None:
     if flag.kind == "omission":
         return _insert_statement(flag.entity, report)
     if flag.kind != "contradiction" or flag.span is None:
-        return None
-    start, end = flag.span
-    if not (0 <= start < end <= len(report)):
         return None
     if flag.report_says == Assertion.ABSENT.value:
         target, statement = Assertion.PRESENT, _positive(flag.entity)
@@ -50,12 +54,18 @@ def suggest_correction(flag: Flag, report: str) -> Correction | None:
         return None
     if statement is None:
         return None
-    sentence = report[start:end]
-    rewritten = _rewrite(sentence, flag.entity, statement)
-    labels = default_labeler().label_sentence(rewritten).labels
-    if labels.get(flag.entity) is not target:
-        rewritten = statement
-    return Correction((start, end), rewritten, f"Replace with \u201c{rewritten}\u201d")
+    edits = []
+    for start, end in flag.spans:
+        if not (0 <= start < end <= len(report)):
+            return None
+        rewritten = _rewrite(report[start:end], flag.entity, statement)
+        labels = default_labeler().label_sentence(rewritten).labels
+        if labels.get(flag.entity) is not target:
+            rewritten = statement
+        edits.append(((start, end), rewritten))
+    (span, text), more = edits[0], tuple(edits[1:])
+    where = f" ({len(edits)} sentences)" if more else ""
+    return Correction(span, text, f"Replace with \u201c{text}\u201d{where}", more)
 
 
 def _positive(entity: str) -> str | None:
