@@ -277,3 +277,46 @@ __all__ = [
     "register_trained_model",
     "steps_for_epochs",
 ]
+
+
+# ------------------------------------------------------------------------- the bundled model
+
+
+def bundled_model_version(model_dir: str | os.PathLike[str] | None = None) -> str | None:
+    """The registry name of the model shipped with Concord: ``<folder>-<content hash>``
+    (the hash is what its flags record); None when the folder is missing or unreadable."""
+    from app.demo import DEMO_MODEL_DIR
+
+    directory = Path(model_dir) if model_dir is not None else DEMO_MODEL_DIR
+    digest = read_model_manifest(directory).get("model_version")
+    return f"{directory.name}-{digest}" if digest else None
+
+
+def register_bundled_model(storage: Storage, *, activate_it: bool = False) -> ModelRecord:
+    """Register the model shipped with Concord, with the evaluation shipped beside it
+    (``eval/results.json``, judged by the same minimums as Evaluate), and optionally make it
+    the active model (admin only). Idempotent: a registered bundled model is returned as is.
+
+    Raises ``ValueError`` when the bundled files are missing or unreadable, and the
+    storage's errors (``PermissionDenied``, ``ActivationRefused``).
+    """
+    from app.admin.registry import judge, load_results, record_evaluation
+    from app.demo import DEMO_MODEL_DIR
+
+    version = bundled_model_version(DEMO_MODEL_DIR)
+    if version is None:
+        raise ValueError(f"the bundled model is missing or unreadable ({DEMO_MODEL_DIR})")
+    existing = {r.model_version: r for r in storage.models()}.get(version)
+    record = existing
+    if record is None:
+        manifest = read_model_manifest(DEMO_MODEL_DIR)
+        metrics: dict[str, Any] = {"checkpoint_model_version": manifest.get("model_version"),
+                                   "training_data": manifest.get("data")}
+        record = storage.register_model(version, str(DEMO_MODEL_DIR.resolve()),
+                                        str(manifest.get("variant") or "unknown"), metrics)
+        results_path = DEMO_MODEL_DIR / "eval" / "results.json"
+        results = load_results(results_path)
+        record = record_evaluation(storage, version, results, judge(results), results_path)
+    if activate_it and not record.active:
+        record = storage.activate_model(version)
+    return record

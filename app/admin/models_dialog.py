@@ -92,13 +92,17 @@ class ModelsDialog(QDialog):
         self.roll_back_button.clicked.connect(self.roll_back)
         self.evaluate_button = QPushButton("Evaluate…")
         self.evaluate_button.clicked.connect(self._evaluate)
+        self.bundled_button = QPushButton("Register bundled model")
+        self.bundled_button.setToolTip("register the model shipped with Concord (trained on "
+                                       "synthetic images only), with its shipped evaluation")
+        self.bundled_button.clicked.connect(self.register_bundled)
         self.refresh_button = QPushButton("Refresh")
         self.refresh_button.clicked.connect(self.refresh)
         self.close_button = QPushButton("Close")
         self.close_button.clicked.connect(self.reject)
         buttons = QHBoxLayout()
         for b in (self.activate_button, self.roll_back_button, self.evaluate_button,
-                  self.refresh_button):
+                  self.bundled_button, self.refresh_button):
             buttons.addWidget(b)
         buttons.addStretch(1)
         buttons.addWidget(self.close_button)
@@ -143,6 +147,16 @@ class ModelsDialog(QDialog):
                 self.table.setItem(i, j, item)
         self.table.resizeColumnsToContents()
         self.table.horizontalHeader().setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
+        from app.admin.commands import bundled_model_version
+
+        bundled = bundled_model_version()
+        registered = {r.model_version for r in self.records}
+        self.bundled_button.setVisible(bundled is not None and bundled not in registered)
+        if not self.records and bundled is not None:
+            self.message.show_message(
+                "No model is registered yet. Register the bundled model to start checking "
+                "(it was trained on synthetic images only), or register a trained one "
+                "(Admin \u2192 Retrain model).", "info")
         if selected is not None:
             self.select(selected)
         self._selection_changed()
@@ -202,6 +216,21 @@ class ModelsDialog(QDialog):
         self.select(record.model_version)
         self.message.show_message(f"Rolled back: {record.model_version} is active again.", "ok")
         self.activeModelChanged.emit(record.model_version)
+        return True
+
+    def register_bundled(self) -> bool:
+        """Register the model shipped with Concord (with its shipped evaluation)."""
+        from app.admin.commands import register_bundled_model
+
+        try:
+            record = register_bundled_model(self.storage)
+        except (StorageError, ValueError) as exc:
+            self._error(f"Cannot register the bundled model: {exc}")
+            return False
+        self.refresh()
+        self.select(record.model_version)
+        self.message.show_message(
+            f"{record.model_version} is registered; press Activate to check with it.", "ok")
         return True
 
     def _evaluate(self) -> None:

@@ -2,7 +2,8 @@
 
 * :mod:`~app.export.text`: :class:`SignedReport`, the report as UTF-8 text with an
   identifying header (:func:`write_report_text`);
-* :mod:`~app.export.pdf`: the same as a PDF drawn with Qt (:func:`write_report_pdf`);
+* :mod:`~app.export.pdf`: the same as a PDF drawn with Qt (:func:`write_report_pdf`;
+  imported from there, so that this package stays free of Qt);
 * :mod:`~app.export.sr`: the flags and the reviewer's decisions as a DICOM Structured
   Report, TID 1500 in an Enhanced SR, written with highdicom (:func:`write_sr`);
 * :mod:`~app.export.codes`: the SR's coded concepts (DCM, SCT, UCUM and ``99CONCORD``);
@@ -14,7 +15,6 @@ See ``docs/export.md``.
 """
 
 from app.export.files import ExportError, atomic_write_bytes, safe_name
-from app.export.pdf import render_report_pdf, write_report_pdf
 from app.export.sr import (
     SR_SOP_CLASS_UID,
     ReviewedFlag,
@@ -34,12 +34,10 @@ __all__ = [
     "atomic_write_bytes",
     "build_sr",
     "read_sources",
-    "render_report_pdf",
     "report_text",
     "safe_name",
     "sr_bytes",
     "sr_file_name",
-    "write_report_pdf",
     "write_report_text",
     "write_sr",
 ]

@@ -1,9 +1,12 @@
 """Starting the application: ``concord``, ``concord --demo``, ``--screenshot FILE``.
 
 First start needs no set-up: the per-user database is created and migrated,
-and the signed-in operating-system user is recorded (the first user of a new
-database is its administrator; later users are radiologists until an admin
-changes their role).  ``--demo`` uses a separate database (``demo.db`` beside
+and the person using it is recorded. Who that is comes from authentication,
+never from a typed name (:mod:`app.storage.identity`): the operating-system
+user on the desktop's SQLite file (the first user of a new database is its
+administrator), the person's own database role on a shared PostgreSQL
+database (their Concord role comes from the database too). ``--user`` may
+only name that identity.  ``--demo`` uses a separate database (``demo.db`` beside
 the default one), imports the bundled demo worklist and opens it with the
 bundled demo model under a banner saying it is not for clinical use.
 """
@@ -11,7 +14,6 @@ bundled demo model under a banner saying it is not for clinical use.
 from __future__ import annotations
 
 import argparse
-import getpass
 import os
 import sys
 from pathlib import Path
@@ -30,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--database", metavar="URL",
                        help="database URL (default: settings, $CONCORD_DATABASE_URL, else the "
                             "per-user SQLite file)")
-    group.add_argument("--user", help="sign in as USER (default: $CONCORD_USER, else the OS user)")
+    group.add_argument("--user", help="the signed-in person; only accepted when it names who the "
+                                      "database authenticates (the OS user, or your PostgreSQL role)")
     group.add_argument("--model", metavar="DIR", help="check with this model directory instead "
                                                       "of the active one")
 
@@ -42,9 +45,19 @@ def demo_database_url() -> str:
 
 
 def sign_in(storage: Any, username: str) -> Any:
-    """Record ``username`` (the first user of a database with no admin becomes its admin)."""
-    from app.storage import Role
+    """Record ``username`` (the first user of a database with no admin becomes its admin).
 
+    On a person's PostgreSQL connection their row exists already, with the role
+    their database membership gives; any other name is refused.
+    """
+    from app.storage import PermissionDenied, Role
+
+    why = storage.identity.refuse_other(username)
+    if why is not None:
+        raise PermissionDenied(why)
+    if storage.identity.enforced:
+        storage.set_current_user(username)
+        return storage.user(username)
     existing = storage.user(username)
     if existing is None:
         has_admin = any(u.role == Role.ADMIN for u in storage.users())
@@ -75,11 +88,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"concord: cannot open the database: {exc}", file=sys.stderr)
         _message("Concord cannot start", f"The database could not be opened:\n{exc}")
         return 2
-    username = args.user or os.environ.get("CONCORD_USER") or _os_user()
     try:
+        username = authenticated_user(storage, args.user or os.environ.get("CONCORD_USER"))
         sign_in(storage, username)
     except StorageError as exc:
-        print(f"concord: cannot sign in {username}: {exc}", file=sys.stderr)
+        print(f"concord: cannot sign in: {exc}", file=sys.stderr)
+        _message("Concord cannot start", f"Signing in failed:\n{exc}")
+        storage.close()
         return 2
 
     model_dir = args.model or settings.model_path or None
@@ -88,10 +103,11 @@ def run(args: argparse.Namespace) -> int:
 
         try:
             load_demo(storage)
-            model_dir = model_dir or str(demo_worklist(DEMO_DIR).model_dir)
         except (DemoError, StorageError) as exc:
             print(f"concord --demo: {exc}", file=sys.stderr)
             return 2
+        if model_dir is None and not _activate_bundled_model(storage):
+            model_dir = str(demo_worklist(DEMO_DIR).model_dir)
 
     from app.gui.window import MainWindow
 
@@ -141,13 +157,39 @@ def _screenshot(app: Any, window: Any, path: Path) -> int:
     return result["code"]
 
 
-def _os_user() -> str:
+def _activate_bundled_model(storage: Any) -> bool:
+    """The demo database's registry holds the bundled model, active (as a department's holds
+    its own); False when that cannot be (the window then checks with the bundled folder)."""
+    from app.admin.commands import register_bundled_model
+    from app.storage import StorageError
+
     try:
-        name = getpass.getuser()
-    except (KeyError, OSError):
-        name = "user"
-    cleaned = "".join(c for c in name if c.isalnum() or c in "._-")
-    return cleaned or "user"
+        register_bundled_model(storage, activate_it=storage.active_model() is None)
+    except (StorageError, ValueError) as exc:
+        print(f"concord --demo: the bundled model is not in the demo registry: {exc}",
+              file=sys.stderr)
+        return False
+    return storage.active_model() is not None
+
+
+def authenticated_user(storage: Any, requested: str | None) -> str:
+    """The person the database authenticates; ``requested`` (``--user``) must name them.
+
+    A PostgreSQL connection as the database owner or a superuser is not a
+    person: the application refuses it (connect as your own role).
+    """
+    from app.storage import PermissionDenied
+
+    identity = storage.identity
+    if storage.engine.dialect.name == "postgresql" and not identity.enforced:
+        raise PermissionDenied(
+            f"connected to the database as {identity.username}, which is not a Concord user "
+            "role; connect as your own database role (docs/security.md)")
+    if requested and requested != identity.username:
+        raise PermissionDenied(
+            f"--user {requested} is not who you are signed in as: the database knows you as "
+            f"{identity.username} ({identity.source}); Concord signs with that identity only")
+    return identity.username
 
 
 def _message(title: str, text: str) -> None:

@@ -132,7 +132,8 @@ class ReportActions:
 
     def export_report(self, fmt: str, path: str | None = None) -> str | None:
         """The signed report (with its addenda) as ``txt`` or ``pdf`` (docs/export.md)."""
-        from app.export import ExportError, write_report_pdf, write_report_text
+        from app.export import ExportError, write_report_text
+        from app.export.pdf import write_report_pdf
 
         w = self.window
         if w._study is None:

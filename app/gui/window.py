@@ -114,6 +114,8 @@ class MainWindow(QMainWindow):
         self.reader: Any = None
         self.model_version: str | None = None
         self._model_dir = Path(model_dir) if model_dir else None
+        #: Started with a model of its own (--model, Settings) rather than the registry's.
+        self._explicit_model = model_dir is not None
         self._reader_factory = reader_factory
         self._device = device
         self._shortcuts = {**DEFAULT_SHORTCUTS, **(shortcuts or {})}
@@ -526,6 +528,7 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(str(payload), 10_000)
         elif event in ("signed", "addendum"):
             self._set_signed(payload)
+            self._publish_flags()  # final: no corrections offered, no decision open
 
     def _publish_flags(self) -> None:
         """The flags panel shows the reading session's flags and decisions, as stored."""
@@ -548,6 +551,7 @@ class MainWindow(QMainWindow):
     def _on_flags(self, flags: list[Any]) -> None:
         if self._study is None:
             return
+        self.session.refresh_current()  # the panel's current flag on the editor's new flags
         self._flags_shown = True
         self._maybe_ready()
 
@@ -841,12 +845,20 @@ class MainWindow(QMainWindow):
         return dialog
 
     def _load_model_if_changed(self) -> None:
-        if self.demo:
-            return
+        """After an activation or roll back: check with the newly active model, or say why not."""
         active = self.storage.active_model()
-        if active is not None and active.path != str(self._model_dir or ""):
+        if active is None:
+            return
+        if active.path != str(self._model_dir or ""):
+            was = " instead of the model this window was started with" if self._explicit_model else ""
+            self._explicit_model = False
             self._model_dir = Path(active.path)
+            self.statusBar().showMessage(
+                f"{active.model_version} is now the active model: checking with it{was}.", 20_000)
             self._load_model()
+        else:
+            self.statusBar().showMessage(
+                f"{active.model_version} is active; this window already checks with it.", 20_000)
 
     def show_shortcuts(self) -> None:
         lines = [f"{name.replace('_', ' ')}: {keys}" for name, keys in sorted(self._shortcuts.items())]

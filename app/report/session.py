@@ -60,6 +60,11 @@ class CheckSession(QObject):
         self.panel.set_flags(flags, self.editor.text())
         self._on_current(self.panel.current_flag_index())
 
+    def refresh_current(self) -> None:
+        """After the editor shows new flags: highlight the panel's current flag on them and
+        show its evidence (its heatmap came with the check)."""
+        self._on_current(self.panel.current_flag_index())
+
     def _on_current(self, index: int) -> None:
         self.editor.select_flag(index)
         flags = self.editor.flags()

@@ -43,10 +43,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from app.storage import security
+    from app.storage import StorageError, security
 
     if args.db_command == "script":
-        sys.stdout.write(security.script(args.database_name, [tuple(x) for x in args.person]))
+        people = [tuple(x) for x in args.person]
+        for name, role in people:
+            if role not in security.GROUP_OF_ROLE:
+                raise InputError(f"{name}: the role is radiologist or admin, not {role!r}")
+        try:
+            sys.stdout.write(security.script(args.database_name, people))
+        except StorageError as exc:
+            raise InputError(str(exc)) from exc
         return 0
     url = args.database or os.environ.get("CONCORD_DATABASE_URL")
     if not url or not url.startswith("postgresql"):
@@ -54,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
                          "(a desktop SQLite database needs no set-up)")
     import sqlalchemy as sa
 
-    from app.storage import Storage, StorageError
+    from app.storage import Storage
 
     try:
         storage = Storage.open(url)
