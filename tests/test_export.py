@@ -24,14 +24,12 @@ from app.export import (
     SignedReport,
     build_sr,
     codes,
-    render_report_pdf,
     report_text,
     sr_file_name,
-    write_report_pdf,
     write_report_text,
     write_sr,
 )
-from app.export.pdf import layout_report
+from app.export.pdf import layout_report, render_report_pdf, write_report_pdf
 from app.export.text import format_person_name
 from app.storage import FlagRecord, ReportState, StudyRecord
 from core_model.inference import Flag

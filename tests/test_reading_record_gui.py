@@ -1,0 +1,216 @@
+"""The reading record in the window (pytest-qt), on SQLite and PostgreSQL: the three defects
+a reader met in a real window, each walked the way a radiologist walks it across the
+studies of different patients.
+
+1. A decision taken on one patient's flag showed on another patient's same finding.
+2. The panel said every flag was reviewed while sign-off refused; after a restart a
+   signed study showed other decisions than it was signed with.
+3. Accept on a signed report's flag changed its text, and a later DICOM SR carried it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+import pytest
+from PySide6.QtGui import QAction
+
+from app.demo import load_demo
+from app.gui.launch import sign_in
+from app.gui.window import MainWindow
+from app.storage import Storage
+from core_model.inference import CheckResult, Flag
+
+FLAGGED = "No pneumothorax."
+NODULE_REASON = "No nodule seen on image"
+
+
+class SameFindingReader:
+    """Every study gets the same "Lung Lesion" omission (the finding of the first defect),
+    and a contradiction on ``FLAGGED`` when the report has it."""
+
+    model_version = "stub-1"
+
+    def check(self, images, report, *, study_key=None, heatmaps=True) -> CheckResult:
+        flags = []
+        at = report.find(FLAGGED)
+        if at >= 0:
+            flags.append(Flag("contradiction", "Pneumothorax", "absent", 0.93, "present",
+                              sentence=FLAGGED, span=(at, at + len(FLAGGED)),
+                              heatmap=np.ones((8, 8), np.float32)))
+        flags.append(Flag("omission", "Lung Lesion", "not mentioned", 0.81, "present"))
+        return CheckResult(flags, {}, [], self.model_version, "stub")
+
+
+@pytest.fixture(autouse=True)
+def _quiet(monkeypatch, tmp_path):
+    monkeypatch.setenv("CONCORD_NO_DIALOGS", "1")
+    monkeypatch.setenv("CONCORD_RECOVERY_DIR", str(tmp_path / "recovery"))
+
+
+@pytest.fixture
+def storage(db_url):
+    store = Storage.open(db_url)
+    sign_in(store, "alice")
+    load_demo(store)
+    yield store
+    store.close()
+
+
+def make_window(qtbot, storage: Storage) -> MainWindow:
+    window = MainWindow(storage, model_dir="stub", autosave_s=60.0,
+                        reader_factory=lambda _d: SameFindingReader())
+    window.editor.set_debounce_ms(30)
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitUntil(lambda: window.reader is not None, timeout=10_000)
+    return window
+
+
+def wait_for_check(qtbot, window: MainWindow, study_id: int) -> None:
+    """The open study's text is checked and its flags recorded and shown."""
+    qtbot.waitUntil(lambda: window.reading.study_id == study_id
+                    and window.editor.checked_text() == window.editor.text()
+                    and not window.editor.is_busy() and bool(window.flags_panel.reviews()),
+                    timeout=15_000)
+
+
+def open_study(qtbot, window: MainWindow, study_id: int) -> None:
+    window.worklist.select_study(study_id)
+    wait_for_check(qtbot, window, study_id)
+
+
+def shown(window: MainWindow) -> list[tuple[str, str, str | None]]:
+    return [(r.flag.entity, r.decision, r.reason) for r in window.flags_panel.reviews()]
+
+
+def held(storage: Storage, study_id: int) -> list[tuple[str, str, str | None]]:
+    return [(f.entity, str(f.decision), f.dismiss_reason) for f in storage.flags(study_id)]
+
+
+def row_of(window: MainWindow, entity: str) -> int:
+    return next(i for i, r in enumerate(window.flags_panel.reviews()) if r.flag.entity == entity)
+
+
+def patients(storage: Storage, ids: list[int]) -> set[str | None]:
+    return {storage.study(i).patient_id for i in ids}
+
+
+def test_a_decision_never_shows_on_another_patients_study(qtbot, storage):
+    window = make_window(qtbot, storage)
+    first, second, third = window.worklist.study_ids()[:3]
+    assert len(patients(storage, [first, second, third])) == 3  # three different patients
+    open_study(qtbot, window, first)
+    # the first flag is selected, its sentence highlighted and its evidence drawn
+    qtbot.waitUntil(lambda: window.viewer.has_overlay, timeout=10_000)
+    assert window.editor._selected == window.flags_panel.current_flag_index() == 0
+    assert window.flags_panel.dismiss(row_of(window, "Lung Lesion"), NODULE_REASON)
+    assert ("Lung Lesion", "dismissed", NODULE_REASON) in held(storage, first)
+
+    next_study = window.findChild(QAction, "nextStudy")
+    next_study.trigger()  # Ctrl+Down
+    wait_for_check(qtbot, window, second)
+    assert window.reading.study_id == second
+    assert ("Lung Lesion", "none", None) in shown(window)
+    assert shown(window) == held(storage, second)
+    assert window.flags_panel.summary() == window.reading.review_state().summary()
+
+    next_study.trigger()
+    wait_for_check(qtbot, window, third)
+    assert all(decision == "none" for _, decision, _ in shown(window))
+    assert shown(window) == held(storage, third)
+
+    window.findChild(QAction, "previousStudy").trigger()
+    window.findChild(QAction, "previousStudy").trigger()
+    wait_for_check(qtbot, window, first)
+    assert ("Lung Lesion", "dismissed", NODULE_REASON) in shown(window)  # still on its own study
+
+
+def test_the_panel_and_sign_off_agree_and_a_restart_shows_what_was_signed(qtbot, storage, db_url):
+    window = make_window(qtbot, storage)
+    first, second = window.worklist.study_ids()[:2]
+    open_study(qtbot, window, first)
+    window.flags_panel.dismiss(row_of(window, "Lung Lesion"), NODULE_REASON)
+    window.worklist.select_study(second)
+    wait_for_check(qtbot, window, second)
+    # the same finding on the next patient is undecided, and the panel says so
+    assert window.flags_panel.summary() == "1 flag, 0 reviewed"
+    assert not window.flags_panel.all_reviewed()
+    assert window.sign() is False
+    assert "not reviewed: omission: Lung Lesion" in window.statusBar().currentMessage()
+    window.flags_panel.dismiss(row_of(window, "Lung Lesion"), "Healed granuloma, known")
+    assert window.flags_panel.summary() == "1 flag, 1 reviewed"
+    assert window.sign() is True
+    signed_with = held(storage, second)
+    window.close()
+
+    # a restart: a new process opens the same database
+    again_storage = Storage.open(db_url)
+    sign_in(again_storage, "alice")
+    try:
+        again = make_window(qtbot, again_storage)
+        again.worklist.select_study(second)
+        qtbot.waitUntil(lambda: again.reading.study_id == second and bool(again.flags_panel.reviews()),
+                        timeout=10_000)
+        qtbot.wait(300)  # a re-check of a final report would have landed by now
+        assert shown(again) == signed_with == [("Lung Lesion", "dismissed",
+                                                "Healed granuloma, known")]
+        assert again.flags_panel.is_read_only()
+        assert not again.flags_panel.accept_button.isEnabled()
+        again.close()
+    finally:
+        again_storage.close()
+
+
+def test_a_signed_report_never_changes_and_its_sr_carries_the_signed_text(qtbot, storage,
+                                                                          tmp_path):
+    window = make_window(qtbot, storage)
+    study = next(s for s in window.worklist.study_ids()
+                 if storage.images(s) and storage.images(s)[0].path.endswith(".dcm"))
+    open_study(qtbot, window, study)
+    signed_text = window.editor.text()
+    for row in range(len(window.flags_panel.reviews())):
+        window.flags_panel.dismiss(row, "Clinically insignificant")
+    assert window.sign() is True
+    assert window.editor.text_edit().isReadOnly()
+
+    # Accept on the signed report's flag: nothing happens to the text or the decisions
+    decisions = held(storage, study)
+    window.flags_panel.select_flag(row_of(window, "Lung Lesion"))
+    assert not window.flags_panel.accept_button.isEnabled()
+    window.flags_panel.accept()  # the A key
+    window.flags_panel.accept_button.click()
+    assert window.editor.text() == signed_text == storage.report(study).text
+    assert "There is a pulmonary nodule." not in window.editor.text()
+    assert held(storage, study) == decisions
+
+    # a change after signing is an addendum, exported with the report
+    assert window.add_addendum("Addendum: the nodule was reviewed with the prior CT; benign.")
+    assert window.addenda.isVisible() and "ADDENDUM 1" in window.addenda.text()
+    assert storage.report(study).status == "amended"
+    out = window.export_sr(str(tmp_path / "sr.dcm"))
+    assert out is not None
+    texts = {item.ConceptNameCodeSequence[0].CodeMeaning: item.TextValue
+             for item in _walk(pydicom.dcmread(out)) if item.get("ValueType") == "TEXT"}
+    assert texts["Report text checked"] == signed_text
+    assert texts["Signed addendum to the report"].startswith("Addendum: the nodule was reviewed")
+    text_file = window.export_report("txt", str(tmp_path / "report.txt"))
+    exported = open(text_file, encoding="utf-8").read()
+    assert signed_text.rstrip() in exported and "ADDENDUM 1 (signed by alice" in exported
+
+
+def test_the_status_bar_belongs_to_the_open_study(qtbot, storage):
+    window = make_window(qtbot, storage)
+    first, second = window.worklist.study_ids()[:2]
+    open_study(qtbot, window, first)
+    window.editor.text_edit().insertPlainText(" Edited.")
+    assert window.save()
+    assert window.save_label.text().startswith("Saved v")
+    open_study(qtbot, window, second)
+    assert not window.save_label.text().startswith("Saved v")
+
+
+def _walk(dataset):
+    for item in dataset.get("ContentSequence", []):
+        yield item
+        yield from _walk(item)
