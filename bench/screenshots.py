@@ -1,4 +1,5 @@
-"""Save the documentation screenshots: the main window, the flags panel and the retrain dialog.
+"""Save the documentation screenshots: the main window, the flags panel, a signed report with
+an addendum, and the retrain dialog.
 
     QT_QPA_PLATFORM=offscreen python bench/screenshots.py [--out docs/screenshots]
 
@@ -28,6 +29,7 @@ from _qt import wait as _wait  # noqa: E402
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "docs" / "screenshots"))
+    parser.add_argument("--skip-retrain", action="store_true", help="leave the retrain dialog out")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -59,6 +61,13 @@ def main() -> int:
         widget.grab().save(str(path))
         written.append(path)
 
+    path = out / "signed-addendum.png"
+    signed_with_addendum(app, window)
+    window.grab().save(str(path))
+    written.append(path)
+    if args.skip_retrain:
+        return _finish(window, storage, written)
+
     world = work / "world"
     subprocess.run([sys.executable, "-m", "app.cli", "phantom", "--out", str(world), "--studies", "60",
                     "--size", "96", "--seed", "3", "--workers", "1"], check=True, capture_output=True)
@@ -76,6 +85,30 @@ def main() -> int:
     written.append(path)
     dialog.cancel()
     _wait(app, lambda: not dialog.running(), 60)
+    return _finish(window, storage, written)
+
+
+def signed_with_addendum(app, window) -> None:
+    """The second demo study read as a radiologist does: every flag decided, signed final,
+    then an addendum."""
+    study = window.worklist.study_ids()[1]
+    window.worklist.select_study(study)
+    _wait(app, lambda: window.reading.study_id == study and window.editor.checked_text()
+          == window.editor.text() and not window.editor.is_busy(), 180)
+    for row, review in enumerate(window.flags_panel.reviews()):
+        if review.flag.kind == "omission":
+            window.flags_panel.dismiss(row, "Finding not present on the image")
+        else:
+            window.flags_panel.edit(row)
+    if not window.sign():
+        raise SystemExit(f"screenshots: could not sign: {window.statusBar().currentMessage()}")
+    window.add_addendum("Addendum: compared with the outside radiograph of the same day; "
+                        "the findings are unchanged. Discussed with the referring physician.")
+    window.flags_panel.select_flag(0)
+    _pause(app, 0.5)
+
+
+def _finish(window, storage, written) -> int:
     window.close()
     storage.close()
     for path in written:
