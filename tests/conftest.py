@@ -59,6 +59,27 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
+def no_dialogs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The window's message boxes go to the status bar only; recovery files go to tmp_path."""
+    monkeypatch.setenv("CONCORD_NO_DIALOGS", "1")
+    monkeypatch.setenv("CONCORD_RECOVERY_DIR", str(tmp_path / "recovery"))
+
+
+@pytest.fixture
+def demo_storage(db_url: str) -> Iterator:
+    """An empty database with the demo worklist imported, alice signed in (its admin)."""
+    from app.demo import load_demo
+    from app.gui.launch import sign_in
+    from app.storage import Storage
+
+    store = Storage.open(db_url)
+    sign_in(store, "alice")
+    load_demo(store)
+    yield store
+    store.close()
+
+
+@pytest.fixture
 def fake_gemini(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGemini]:
     """A running :class:`FakeGemini`; requests to 127.0.0.1 bypass any configured proxy."""
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from app.demo import load_demo
 from app.gui.keeper import ReportKeeper
 from app.gui.launch import sign_in
 from app.gui.window import MainWindow, read_report_file
@@ -48,19 +47,12 @@ class StubReader:
         return CheckResult(flags, {}, [], self.model_version, "stub")
 
 
-@pytest.fixture(autouse=True)
-def _quiet(monkeypatch, tmp_path):
-    monkeypatch.setenv("CONCORD_NO_DIALOGS", "1")
-    monkeypatch.setenv("CONCORD_RECOVERY_DIR", str(tmp_path / "recovery"))
+pytestmark = pytest.mark.usefixtures("no_dialogs")
 
 
 @pytest.fixture
-def storage(db_url):
-    store = Storage.open(db_url)
-    sign_in(store, "alice")
-    load_demo(store)
-    yield store
-    store.close()
+def storage(demo_storage):
+    return demo_storage
 
 
 def make_window(qtbot, storage, *, autosave_s: float = 60.0, reader=None, model_dir="stub"):

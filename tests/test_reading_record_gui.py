@@ -15,7 +15,6 @@ import pydicom
 import pytest
 from PySide6.QtGui import QAction
 
-from app.demo import load_demo
 from app.gui.launch import sign_in
 from app.gui.window import MainWindow
 from app.storage import Storage
@@ -42,19 +41,12 @@ class SameFindingReader:
         return CheckResult(flags, {}, [], self.model_version, "stub")
 
 
-@pytest.fixture(autouse=True)
-def _quiet(monkeypatch, tmp_path):
-    monkeypatch.setenv("CONCORD_NO_DIALOGS", "1")
-    monkeypatch.setenv("CONCORD_RECOVERY_DIR", str(tmp_path / "recovery"))
+pytestmark = pytest.mark.usefixtures("no_dialogs")
 
 
 @pytest.fixture
-def storage(db_url):
-    store = Storage.open(db_url)
-    sign_in(store, "alice")
-    load_demo(store)
-    yield store
-    store.close()
+def storage(demo_storage):
+    return demo_storage
 
 
 def make_window(qtbot, storage: Storage) -> MainWindow:

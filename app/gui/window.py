@@ -382,7 +382,7 @@ class MainWindow(QMainWindow):
         try:
             for study in self.storage.studies():
                 state = self.storage.report(study.id)
-                status = "signed" if state.signed else ("draft" if state.version else "no report")
+                status = str(state.status) if state.version else "no report"
                 rows.append(WorklistRow(
                     study.id, study.patient_id or "", study.accession_number or "",
                     study.study_date.isoformat() if study.study_date else "",

@@ -29,7 +29,7 @@ class WorklistRow:
     accession: str
     date: str
     description: str
-    status: str  # "no report", "draft", "signed"
+    status: str  # "no report", or the report's state: draft, preliminary, final, amended
 
 
 class WorklistPanel(QWidget):
@@ -75,8 +75,10 @@ class WorklistPanel(QWidget):
                 for c, value in enumerate(values):
                     item = QTableWidgetItem(value)
                     item.setData(Qt.ItemDataRole.UserRole, row.study_id)
-                    if c == 4 and row.status == "signed":
+                    if c == 4 and row.status in ("final", "amended"):
                         item.setForeground(Qt.GlobalColor.darkGreen)
+                    elif c == 4 and row.status == "preliminary":
+                        item.setForeground(Qt.GlobalColor.darkYellow)
                     self.table.setItem(r, c, item)
             self._apply_filter(self.search.text())
             if keep is not None:
