@@ -552,8 +552,9 @@ class MainWindow(QMainWindow):
         if self._study is None:
             return
         self.session.refresh_current()  # the panel's current flag on the editor's new flags
-        self._flags_shown = True
-        self._maybe_ready()
+        if self.editor.checked_text() == self.editor.text():  # a check's, not only the stored
+            self._flags_shown = True
+            self._maybe_ready()
 
     def _show_heatmap(self, flag: Any) -> None:
         heat = getattr(flag, "heatmap", None)
