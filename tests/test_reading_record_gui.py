@@ -206,3 +206,54 @@ def _walk(dataset):
     for item in dataset.get("ContentSequence", []):
         yield item
         yield from _walk(item)
+
+
+def test_edit_without_a_change_resolves_nothing_and_accepted_flags_reach_the_sr(qtbot, storage,
+                                                                               tmp_path):
+    """Pressing E (or Accept) says the report is wrong there: until the text changes so that the
+    flag is gone, sign-off refuses. A flag an accepted correction resolved stays in the record
+    and in the SR, with its decision."""
+    window = make_window(qtbot, storage)
+    study = next(s for s in window.worklist.study_ids()
+                 if storage.images(s) and storage.images(s)[0].path.endswith(".dcm"))
+    open_study(qtbot, window, study)
+    window.editor.set_text(f"FINDINGS: The heart is normal in size. {FLAGGED}\n")
+    qtbot.waitUntil(lambda: "Pneumothorax" in [r.flag.entity for r in window.flags_panel.reviews()]
+                    and window.editor.checked_text() == window.editor.text(), timeout=10_000)
+    window.flags_panel.edit(row_of(window, "Lung Lesion"))  # the E key: no text typed after it
+    window.flags_panel.dismiss(row_of(window, "Pneumothorax"), "Correctly described")
+    assert window.flags_panel.summary() == "2 flags, 2 reviewed"
+    assert window.sign() is False
+    assert "marked for an edit, but the report still says it" in \
+        window.statusBar().currentMessage()
+    assert not storage.report(study).signed
+
+    window.flags_panel.dismiss(row_of(window, "Lung Lesion"), "No nodule seen on image")
+    window.flags_panel.accept(row_of(window, "Pneumothorax"))  # the correction is applied
+    wait_for_check(qtbot, window, study)
+    assert "There is a pneumothorax." in window.editor.text()
+    assert [r.flag.entity for r in window.flags_panel.reviews()] == ["Lung Lesion"]
+    assert window.flags_panel.summary() == "1 flag, 1 reviewed; 1 resolved by an edit"
+    assert window.sign() is True
+    out = window.export_sr(str(tmp_path / "sr.dcm"))
+    dataset = pydicom.dcmread(out)
+    meanings = [item.ConceptCodeSequence[0].CodeMeaning for item in _walk(dataset)
+                if item.get("ValueType") == "CODE"]
+    assert any("Pneumothorax" in m for m in meanings) and any("Lung" in m for m in meanings)
+
+
+def test_a_preliminary_report_says_when_it_changed_after_it_was_issued(qtbot, storage):
+    window = make_window(qtbot, storage)
+    study = window.worklist.study_ids()[0]
+    open_study(qtbot, window, study)
+    for row in range(len(window.flags_panel.reviews())):
+        window.flags_panel.dismiss(row, "Clinically insignificant")
+    assert window.sign(preliminary=True) is True
+    assert window.signed_label.text().startswith("Preliminary: issued by alice")
+    assert "still editable" in window.signed_label.text()
+    assert not window.editor.text_edit().isReadOnly()
+    window.editor.text_edit().insertPlainText("Addition. ")
+    assert window.save()
+    window._set_signed(window.reading.state)
+    assert "changed since it was issued" in window.signed_label.text()
+    assert [row.status for row in window.worklist.rows() if row.study_id == study] == ["preliminary"]

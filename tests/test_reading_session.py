@@ -5,8 +5,9 @@ amend / restart across three studies of three patients, and after every step ass
 
 * no decision is shown or stored on a study it was not made on;
 * what the session shows (the flags panel's rows) equals what storage holds;
-* sign-off succeeds exactly when every current flag has a decision (and the
-  report is a non-empty, checked draft);
+* sign-off succeeds exactly when every current flag is dismissed (an accepted or
+  edited flag the text still raises is not resolved) and the report is a
+  non-empty, checked draft;
 * a final report, its flags and their decisions never change again;
 * a restart restores exactly what was shown.
 """
@@ -183,7 +184,7 @@ class ReadingRecord(RuleBasedStateMachine):
         checked = (review is not None and not self.session.dirty(text)
                    and self.session._checked_version == self.session.state.version)
         expected = (not was_signed and bool(text.strip()) and checked
-                    and all(r.decision != "none" for r in self.session.reviews()))
+                    and all(r.decision == "dismissed" for r in self.session.reviews()))
         try:
             state = self.session.sign(text, preliminary=preliminary)
         except (SignOffBlocked, ReportSigned):
@@ -195,20 +196,20 @@ class ReadingRecord(RuleBasedStateMachine):
             self.signed[study] = (state.text, stored(self.storage, study), state.version)
 
     @precondition(lambda self: self.current is not None)
-    @rule(decision=st.sampled_from(["accepted", "dismissed", "edited"]), final=st.booleans())
-    def review_and_sign(self, decision: str, final: bool) -> None:
-        """The reader's usual path: check, decide every flag, sign (final or preliminary)."""
+    @rule(final=st.booleans())
+    def review_and_sign(self, final: bool) -> None:
+        """The reader's usual path: check, dismiss every flag the text keeps, sign (final or
+        preliminary)."""
         if self.session.signed:
             return
         if not self._text():
             self.edit(SENTENCES[self.decisions % len(SENTENCES)], True)
         self.check()
         for review in self.session.reviews():
-            if review.decision == "none":
+            if review.decision != "dismissed":
                 self.decisions += 1
-                reason = f"reason {self.decisions} on study {self.current}" \
-                    if decision == "dismissed" else None
-                self.session.decide(review.record_id, decision, reason)
+                self.session.decide(review.record_id, "dismissed",
+                                    f"reason {self.decisions} on study {self.current}")
         self.sign(preliminary=not final)
         assert self.session.state.status == ("final" if final else "preliminary")
 
@@ -327,12 +328,12 @@ def test_a_decision_carries_to_a_recheck_of_the_same_sentence_only(session):
     omission = next(r for r in reading.reviews() if r.flag.kind == "omission")
     contradiction = next(r for r in reading.reviews() if r.flag.kind == "contradiction")
     reading.decide(omission.record_id, "dismissed", "No nodule seen on image")
-    reading.decide(contradiction.record_id, "accepted")
+    reading.decide(contradiction.record_id, "dismissed", "Correctly described")
     # an edit elsewhere: both flags are the same findings in unchanged sentences
     text += " No focal consolidation."
     assert reading.apply_check(study_key(a), text, stub_check(text))
     assert {r.flag.kind: r.decision for r in reading.reviews()} == {
-        "contradiction": "accepted", "omission": "dismissed"}
+        "contradiction": "dismissed", "omission": "dismissed"}
     # the sentence changed: a new flag, undecided
     text = text.replace("No pneumothorax.", "No pneumothorax. ").replace("No pneumothorax. ",
                                                                         "No pneumothorax seen. ")
@@ -369,7 +370,7 @@ def test_sign_off_needs_the_current_text_checked_and_every_flag_decided(session)
     reading.open(a)
     text = "No pneumothorax."
     reading.apply_check(study_key(a), text, stub_check(text))
-    with pytest.raises(SignOffBlocked, match="2 flag\\(s\\) not reviewed"):
+    with pytest.raises(SignOffBlocked, match="Cannot sign accession ACC0: 2 flag\\(s\\) not reviewed"):
         reading.sign(text)
     assert reading.review_state().summary() == "2 flags, 0 reviewed"
     for review in reading.reviews():
@@ -392,7 +393,7 @@ def test_a_preliminary_report_stays_editable_and_is_signed_final_later(session):
     text = "The heart is normal in size."
     reading.apply_check(study_key(a), text, stub_check(text))
     for review in reading.reviews():
-        reading.decide(review.record_id, "edited")
+        reading.decide(review.record_id, "dismissed", "Not seen")
     state = reading.sign(text, preliminary=True)
     assert state.status == "preliminary" and not state.signed
     assert storage.report_history(a)[-1].kind == "preliminary"
@@ -408,7 +409,7 @@ def test_an_addendum_is_signed_under_a_final_report_and_nothing_else_changes(ses
     reading.open(a)
     text = "The heart is normal in size."
     reading.apply_check(study_key(a), text, stub_check(text))
-    reading.decide(reading.reviews()[0].record_id, "accepted")
+    reading.decide(reading.reviews()[0].record_id, "dismissed", "No nodule")
     final = reading.sign(text)
     with pytest.raises(StorageError, match="not signed final"):
         storage.add_addendum(_b, "x")
@@ -427,7 +428,7 @@ def test_the_database_refuses_any_change_to_a_final_report(session):
     reading.open(a)
     reading.apply_check(study_key(a), "The heart is normal in size.",
                         stub_check("The heart is normal in size."))
-    reading.decide(reading.reviews()[0].record_id, "accepted")
+    reading.decide(reading.reviews()[0].record_id, "dismissed", "No nodule")
     reading.sign("The heart is normal in size.")
     reading.add_addendum("Addendum.")
     statements = [
@@ -476,7 +477,7 @@ def test_one_flag_covers_the_same_statement_in_findings_and_impression(session):
     assert storage.flags(a)[0].repeats == (("No pneumothorax.", (second, second + 16)),)
     assert contradiction.correction is not None and len(contradiction.correction.edits) == 2
     reading.decide(contradiction.record_id, "dismissed", "Correctly described on study")
-    reading.decide(reading.reviews()[1].record_id, "accepted")
+    reading.decide(reading.reviews()[1].record_id, "dismissed", "Not seen")
     assert reading.review_state().sign_obstacle is None  # one decision covered both sentences
 
 
@@ -505,3 +506,38 @@ def test_upgrading_from_0002_makes_signed_reports_final(db_url):
         rows = conn.exec_driver_sql("SELECT study_id, status FROM reports ORDER BY study_id").all()
     engine.dispose()
     assert [tuple(r) for r in rows] == [(1, "signed"), (2, "draft")]
+
+
+def test_accept_and_edit_ask_for_a_change_the_text_must_show_before_sign_off(session):
+    """Pressing Edit (or Accept without a correction) and changing nothing leaves the flag
+    unresolved: sign-off refuses, and a re-check asks afresh. Once the change removes the
+    flag it is resolved, and the record says how."""
+    reading, storage, (a, _b, _c) = session
+    reading.open(a)
+    text = "No pneumothorax. There is a small left pleural effusion."
+    reading.apply_check(study_key(a), text, stub_check(text))
+    by_kind = {r.flag.kind: r for r in reading.reviews()}
+    reading.decide(by_kind["contradiction"].record_id, "accepted")
+    reading.decide(by_kind["unsupported"].record_id, "edited")
+    reading.decide(by_kind["omission"].record_id, "dismissed", "No nodule seen on image")
+    assert reading.review_state().summary() == "3 flags, 3 reviewed"
+    with pytest.raises(SignOffBlocked, match="2 flag\\(s\\) accepted or marked for an edit, "
+                                             "but the report still says it"):
+        reading.sign(text)
+    # a re-check of the unchanged text: the promised edits are still open
+    reading.apply_check(study_key(a), text, stub_check(text))
+    assert {r.flag.kind: r.decision for r in reading.reviews()} == {
+        "contradiction": "none", "unsupported": "none", "omission": "dismissed"}
+    for review in reading.reviews():
+        if review.decision == "none":
+            reading.decide(review.record_id, "accepted" if review.flag.kind == "contradiction"
+                           else "edited")
+    # the reader makes both changes: the flags are gone, resolved by the edit
+    text = "There is a pneumothorax. No pleural effusion."
+    reading.apply_check(study_key(a), text, stub_check(text))
+    review = reading.review_state()
+    assert [f.kind for f in review.flags] == ["omission"]
+    assert sorted((f.kind, f.decision) for f in review.resolved) == [
+        ("contradiction", "accepted"), ("unsupported", "edited")]
+    assert review.summary() == "1 flag, 1 reviewed; 2 resolved by an edit"
+    assert reading.sign(text).status == "final"

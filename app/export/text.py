@@ -44,6 +44,8 @@ class SignedReport:
     study_description: str | None = None
     #: Signed addenda under the report, oldest first: (text, author, signed at).
     addenda: tuple[tuple[str, str, datetime], ...] = ()
+    #: Issued as a preliminary report (not signed final yet).
+    preliminary: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.text, str):
@@ -67,8 +69,10 @@ class SignedReport:
         ``signer_name`` (a display name) replaces the signer's user name when
         given.  Raises :class:`ExportError` if the report is not signed.
         """
-        if not report.signed or report.signed_by is None or report.signed_at is None:
-            raise ExportError("the report is not signed: only signed reports are exported")
+        issued = report.signed or report.preliminary
+        if not issued or report.signed_by is None or report.signed_at is None:
+            raise ExportError("the report is not signed: only signed (or preliminary) reports "
+                              "are exported")
         return cls(
             text=report.text,
             patient_id=study.patient_id,
@@ -80,11 +84,14 @@ class SignedReport:
             patient_name=patient_name,
             study_description=study.description,
             addenda=tuple((a.text, a.author, a.created_at) for a in report.addenda),
+            preliminary=report.preliminary,
         )
 
     @property
     def status(self) -> str:
-        """``signed``, or ``amended`` once an addendum is under it."""
+        """``signed``, ``amended`` once an addendum is under it, or ``preliminary``."""
+        if self.preliminary:
+            return "preliminary"
         return "amended" if self.addenda else "signed"
 
     def body(self) -> str:
@@ -107,8 +114,8 @@ class SignedReport:
         if self.study_description:
             rows.append(("Study", self.study_description))
         rows += [
-            ("Signed by", self.signed_by),
-            ("Signed at", format_datetime(self.signed_at)),
+            ("Issued by (preliminary)" if self.preliminary else "Signed by", self.signed_by),
+            ("Issued at" if self.preliminary else "Signed at", format_datetime(self.signed_at)),
             ("Model version", self.model_version or "(no AI check recorded)"),
         ]
         return rows

@@ -193,7 +193,11 @@ def authenticated_user(storage: Any, requested: str | None) -> str:
 
 
 def _message(title: str, text: str) -> None:
+    """A dialog for a start-up failure, unless there is a terminal to read the line printed
+    on it (or no screen): a script or a terminal user is not left waiting on a window."""
     if os.environ.get("QT_QPA_PLATFORM") == "offscreen" or os.environ.get("CONCORD_NO_DIALOGS"):
+        return
+    if sys.stderr is not None and sys.stderr.isatty():
         return
     from PySide6.QtWidgets import QMessageBox
 

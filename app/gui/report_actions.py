@@ -11,9 +11,10 @@ its addenda, never the editor's.
 from __future__ import annotations
 
 import html
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QEventLoop, QTimer
+from PySide6.QtCore import QEventLoop, QStandardPaths, QTimer
 from PySide6.QtWidgets import QApplication, QFileDialog, QInputDialog, QLabel, QWidget
 
 from app.storage import StorageError
@@ -57,6 +58,15 @@ class ReportActions:
 
     def __init__(self, window: MainWindow) -> None:
         self.window = window
+        self._last_folder: Path | None = None
+
+    def export_folder(self) -> Path:
+        """Where the export dialogs start: the last folder exported to, else Documents."""
+        if self._last_folder is not None and self._last_folder.is_dir():
+            return self._last_folder
+        documents = QStandardPaths.writableLocation(
+            QStandardPaths.StandardLocation.DocumentsLocation)
+        return Path(documents) if documents and Path(documents).is_dir() else Path.home()
 
     @property
     def reading(self) -> Any:
@@ -146,7 +156,7 @@ class ReportActions:
             return None
         if path is None:
             path, _ = QFileDialog.getSaveFileName(
-                w, "Export report", report.file_name(f".{fmt}"),
+                w, "Export report", str(self.export_folder() / report.file_name(f".{fmt}")),
                 "PDF (*.pdf)" if fmt == "pdf" else "Text (*.txt)")
             if not path:
                 return None
@@ -157,6 +167,7 @@ class ReportActions:
         except (ExportError, StorageError) as exc:
             w._error("Export failed", str(exc))
             return None
+        self._last_folder = Path(path).parent
         w.statusBar().showMessage(f"Exported {path}", 10_000)
         return str(path)
 
@@ -177,16 +188,20 @@ class ReportActions:
         state = self.reading.state
         if state is None:
             return None
-        items: list[Any] = self.reading.reviews()
+        review = self.reading.review_state()
+        # the current flags, and those the reader's edits resolved (accepted, edited)
+        items: list[Any] = [*self.reading.reviews(), *(review.resolved if review else ())]
         try:
             suggested = sr_file_name(read_sources(study.images[0])[0])
         except Exception:  # the file name is only a suggestion; write_sr reports the real problem
             suggested = f"concord-sr-{study.study_id}.dcm"
         if path is None:
-            path, _ = QFileDialog.getSaveFileName(w, "Export AI results", suggested, "DICOM (*.dcm)")
+            path, _ = QFileDialog.getSaveFileName(w, "Export AI results",
+                                                  str(self.export_folder() / suggested),
+                                                  "DICOM (*.dcm)")
             if not path:
                 return None
-        flags = self.reading.review_state().flags if self.reading.review_state() else ()
+        flags = review.flags if review is not None else ()
         model_version = (flags[0].model_version if flags else None) or state.model_version \
             or w.model_version or "none"
         user = w.user()
@@ -203,6 +218,7 @@ class ReportActions:
         except (ExportError, StorageError) as exc:
             w._error("Export failed", str(exc))
             return None
+        self._last_folder = Path(path).parent
         w.statusBar().showMessage(f"Exported {path}", 10_000)
         return str(path)
 

@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QProgressDialog,
+    QSizePolicy,
     QSplitter,
     QTabWidget,
     QVBoxLayout,
@@ -166,7 +167,10 @@ class MainWindow(QMainWindow):
         self.model_banner.setWordWrap(True)
         self.model_banner.hide()
         self.signed_label = QLabel(self)
+        self.signed_label.setObjectName("reportState")
         self.signed_label.setStyleSheet("color: #1b5e20; font-weight: bold; padding: 2px 4px;")
+        self.signed_label.setWordWrap(True)  # a long line must not widen the report side
+        self.signed_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.signed_label.hide()
 
         # ---- layout
@@ -259,7 +263,8 @@ class MainWindow(QMainWindow):
         file_menu = bar.addMenu("&File")
         self._action(file_menu, "Import DICOM folder\u2026", self.import_folder, name="importFolder")
         self._action(file_menu, "Import MIMIC-layout dataset\u2026", self.import_mimic, name="importMimic")
-        self._action(file_menu, "Open report file\u2026", self.open_report_file, name="openReport")
+        self.open_report_action = self._action(file_menu, "Open report file\u2026",
+                                               self.open_report_file, name="openReport")
         file_menu.addSeparator()
         self.save_action = self._action(file_menu, "&Save report", self.save, sc["save"], "save")
         self.sign_action = self._action(file_menu, "Sign off\u2026", self.sign, sc["sign_off"], "sign")
@@ -500,6 +505,7 @@ class MainWindow(QMainWindow):
         self.save_action.setEnabled(not signed)
         self.sign_action.setEnabled(not signed)
         self.preliminary_action.setEnabled(not signed)
+        self.open_report_action.setEnabled(not signed)
         self.addendum_action.setEnabled(signed)
         self.flags_panel.set_read_only(signed)
         self.addenda.show_state(state)
@@ -507,6 +513,8 @@ class MainWindow(QMainWindow):
             when = state.signed_at.astimezone().strftime("%Y-%m-%d %H:%M") if state.signed_at else ""
             what = f"{state.status.capitalize()}: signed" if signed else "Preliminary: issued"
             tail = "; read-only (add an addendum for a change)" if signed else "; still editable"
+            if state.preliminary and self.reading.changed_since_issued():
+                tail = "; changed since it was issued (issue it again or sign it final)"
             self.signed_label.setText(
                 f"{what} by {state.signed_by} {when} (model {state.model_version or 'none'}){tail}")
             self.signed_label.setVisible(True)
@@ -534,6 +542,9 @@ class MainWindow(QMainWindow):
         """The flags panel shows the reading session's flags and decisions, as stored."""
         self.flags_panel.set_reviews(self.reading.reviews())
         self.flags_panel.set_read_only(self.reading.signed)
+        review = self.reading.review_state()
+        resolved = len(review.resolved) if review is not None else 0
+        self.flags_panel.set_note(f"{resolved} resolved by an edit" if resolved else "")
 
     def _approve_decision(self, review: FlagReview, decision: str, reason: str | None) -> bool:
         """A decision from the panel: recorded by the reading session, or refused."""
@@ -546,6 +557,7 @@ class MainWindow(QMainWindow):
         except StorageError as exc:
             self._error("Decision not recorded", str(exc))
             return False
+        self.statusBar().clearMessage()  # an earlier refusal no longer holds
         return True
 
     def _on_flags(self, flags: list[Any]) -> None:

@@ -209,6 +209,7 @@ class FlagsPanel(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._read_only = False
+        self._note = ""
         self.model = FlagsModel(self)
         self.proxy = KindFilter(self)
         self.proxy.setSourceModel(self.model)
@@ -289,6 +290,11 @@ class FlagsPanel(QWidget):
             self.view.setCurrentIndex(self.proxy.index(0, 0))
         self._update()
 
+    def set_note(self, note: str) -> None:
+        """A few words after the summary, e.g. how many flags an edit resolved."""
+        self._note = note
+        self._update()
+
     def set_read_only(self, read_only: bool) -> None:
         """A signed report: its flags are shown, but no decision can be taken or changed."""
         self._read_only = bool(read_only)
@@ -309,7 +315,8 @@ class FlagsPanel(QWidget):
 
     def summary(self) -> str:
         n = self.model.rowCount()
-        return f"{n} flag{'s' if n != 1 else ''}, {self.model.reviewed_count()} reviewed"
+        text = f"{n} flag{'s' if n != 1 else ''}, {self.model.reviewed_count()} reviewed"
+        return f"{text}; {self._note}" if self._note else text
 
     # ----------------------------------------------------------------- navigation
 

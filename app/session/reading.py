@@ -323,6 +323,13 @@ class ReadingSession:
         self._emit("signed", state)
         return state
 
+    def changed_since_issued(self) -> bool:
+        """A preliminary report whose text changed after it was issued."""
+        if self.study_id is None or self.state is None or not self.state.preliminary:
+            return False
+        issued = [v for v in self.storage.report_history(self.study_id) if v.kind == "preliminary"]
+        return bool(issued) and issued[-1].text != self.state.text
+
     def add_addendum(self, text: str) -> ReportState:
         """A signed addendum under the final report (its own author and time)."""
         if self.study_id is None:

@@ -28,7 +28,7 @@ from app.storage.errors import (
 )
 from app.storage.inputs import enum_value, flag_columns
 from app.storage.records import AddendumRecord, FlagRecord, ReportState, ReportVersionRecord
-from core_model.domain.flags import FlagIdentity, carries_decision
+from core_model.domain.flags import FlagIdentity, carries_decision, resolves_by_edit, same_flag
 
 _MAX_LISTED_FLAGS = 5
 
@@ -182,7 +182,8 @@ class Reports(StorageCore):
         superseded. A decision already taken on one of them carries over to a
         new flag only when :func:`core_model.domain.flags.carries_decision`
         says it is the same finding in the same sentence of this study, by the
-        same model.
+        same model, and the decision was a dismissal (an acceptance or an edit
+        asked for the text to change: a flag still raised is reviewed afresh).
         """
         if not model_version:
             raise InvalidInput("record_flags needs the model_version that produced the flags")
@@ -217,7 +218,8 @@ class Reports(StorageCore):
                     **fields,
                 )
                 identity = _identity(row)
-                old = next((f for i, f in decided if carries_decision(i, identity)), None)
+                old = next((f for i, f in decided if carries_decision(i, f.decision, identity)),
+                           None)
                 if old is not None:
                     carried += 1
                     row.decision = old.decision
@@ -334,7 +336,7 @@ class Reports(StorageCore):
         with self._transaction(write=True) as s:
             actor = self._actor(s, what)
             row = report_row(s, study_id, for_update=True)  # before the checks: see report_row
-            obstacle = _review_state(s, study_id).sign_obstacle
+            obstacle = _review_state(s, study_id).obstacle(preliminary=preliminary)
             if obstacle is not None:
                 raise obstacle
             assert row is not None
@@ -393,10 +395,17 @@ class Reports(StorageCore):
 
 @dataclass(frozen=True)
 class ReviewState:
-    """A study's report and the flags of its latest check (:meth:`Reports.review_state`)."""
+    """A study's report and the flags of its latest check (:meth:`Reports.review_state`).
+
+    ``resolved`` are flags of earlier checks the reader accepted or chose to edit
+    and that the changed text no longer raises (the latest of each); ``study``
+    names the study as the worklist does (its accession number).
+    """
 
     report: ReportState
     flags: tuple[FlagRecord, ...]
+    resolved: tuple[FlagRecord, ...] = ()
+    study: str = ""
 
     @property
     def unreviewed(self) -> list[FlagRecord]:
@@ -406,31 +415,44 @@ class ReviewState:
     def reviewed_count(self) -> int:
         return sum(f.reviewed for f in self.flags)
 
+    @property
+    def unresolved(self) -> list[FlagRecord]:
+        """Current flags accepted or marked for an edit that the text does not show yet."""
+        return [f for f in self.flags if resolves_by_edit(f.decision)]
+
     def summary(self) -> str:
         """``4 flags, 3 reviewed`` (what the flags panel says)."""
         n = len(self.flags)
-        return f"{n} flag{'s' if n != 1 else ''}, {self.reviewed_count} reviewed"
+        text = f"{n} flag{'s' if n != 1 else ''}, {self.reviewed_count} reviewed"
+        if self.resolved:
+            text += f"; {len(self.resolved)} resolved by an edit"
+        return text
 
     @property
     def sign_obstacle(self) -> StorageError | None:
         """Why the report cannot be signed now, or None when it can."""
-        report, study_id = self.report, self.report.study_id
+        return self.obstacle(preliminary=False)
+
+    def obstacle(self, *, preliminary: bool) -> StorageError | None:
+        """Why the report cannot be signed (or issued preliminary) now, or None when it can."""
+        report = self.report
+        study = self.study or f"study {report.study_id}"
+        verb = "issue" if preliminary else "sign"
         if report.version == 0 or not report.text.strip():
-            return SignOffBlocked(f"the report of study {study_id} is empty; nothing to sign")
+            return SignOffBlocked(f"The report of {study} is empty: nothing to {verb}.")
         if report.signed:
-            return ReportSigned(
-                f"the report of study {study_id} is already signed by {report.signed_by}"
-            )
-        unreviewed = self.unreviewed
-        if unreviewed:
-            listed = "; ".join(f.describe() for f in unreviewed[:_MAX_LISTED_FLAGS])
-            more = len(unreviewed) - _MAX_LISTED_FLAGS
-            tail = f"; and {more} more" if more > 0 else ""
-            return SignOffBlocked(
-                f"cannot sign study {study_id}: {len(unreviewed)} flag(s) not reviewed: "
-                f"{listed}{tail}",
-                unreviewed=unreviewed,
-            )
+            return ReportSigned(f"The report of {study} is already signed by {report.signed_by}.")
+        blocked = [(self.unreviewed, "not reviewed"),
+                   (self.unresolved, "accepted or marked for an edit, but the report still says it")]
+        for flags, why in blocked:
+            if flags:
+                listed = "; ".join(f.describe() for f in flags[:_MAX_LISTED_FLAGS])
+                more = len(flags) - _MAX_LISTED_FLAGS
+                tail = f"; and {more} more" if more > 0 else ""
+                return SignOffBlocked(
+                    f"Cannot {verb} {study}: {len(flags)} flag(s) {why}: {listed}{tail}",
+                    unreviewed=flags,
+                )
         return None
 
 
@@ -446,14 +468,28 @@ def _state(s: Session, row: m.Report | None, study_id: int) -> ReportState:
 
 
 def _review_state(s: Session, study_id: int) -> ReviewState:
-    study_row(s, study_id)
+    study = study_row(s, study_id)
     report = _state(s, report_row(s, study_id), study_id)
-    rows = s.scalars(
+    rows = list(s.scalars(
         sa.select(m.Flag)
-        .where(m.Flag.study_id == study_id, m.Flag.superseded_at.is_(None))
+        .where(
+            m.Flag.study_id == study_id,
+            m.Flag.superseded_at.is_(None)
+            | m.Flag.decision.in_([m.Decision.ACCEPTED.value, m.Decision.EDITED.value]),
+        )
         .order_by(m.Flag.id)
-    )
-    return ReviewState(report, tuple(FlagRecord.of(f) for f in rows))
+    ))
+    current = [f for f in rows if f.superseded_at is None]
+    shown = [_identity(f) for f in current]
+    resolved: dict[tuple[Any, ...], m.Flag] = {}
+    for f in rows:  # oldest first: the latest decision on a flag wins
+        if f.superseded_at is not None and resolves_by_edit(f.decision):
+            identity = _identity(f)
+            if not any(same_flag(identity, now) for now in shown):
+                resolved[(identity.finding_key(), identity.sentences)] = f
+    label = f"accession {study.accession_number}" if study.accession_number else f"study {study_id}"
+    return ReviewState(report, tuple(FlagRecord.of(f) for f in current),
+                       tuple(FlagRecord.of(f) for f in resolved.values()), label)
 
 
 def _identity(row: m.Flag) -> FlagIdentity:

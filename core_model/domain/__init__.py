@@ -6,6 +6,9 @@ from core_model.domain.flags import (
     FlagKind,
     carries_decision,
     normalise_sentence,
+    resolves_by_edit,
+    same_flag,
 )
 
-__all__ = ["Decision", "FlagIdentity", "FlagKind", "carries_decision", "normalise_sentence"]
+__all__ = ["Decision", "FlagIdentity", "FlagKind", "carries_decision", "normalise_sentence",
+           "resolves_by_edit", "same_flag"]

@@ -13,6 +13,13 @@ check's flags are new flags; a decision carries over to a new flag only when
 same study, same model, same kind and finding and statement, and at least one
 sentence unchanged word for word (an omission has no sentence: the same
 omission of the same study is the same flag). Never across studies.
+
+Only a dismissal ("the flag is wrong") outlives a re-check. Accepting a flag
+or choosing to edit the text says the report is wrong there: the decision is
+fulfilled when the text changes so that the flag is no longer raised. A flag
+still raised on the text as it stands, with such a decision, is not resolved:
+it does not carry to a re-check, and the report cannot be signed over it
+(:func:`resolves_by_edit`).
 """
 
 from __future__ import annotations
@@ -38,9 +45,15 @@ class Decision(StrEnum):
     """The reviewer's decision on a flag; ``none`` means not reviewed yet."""
 
     NONE = "none"
-    ACCEPTED = "accepted"  # the flag is right; its suggested correction was applied
+    ACCEPTED = "accepted"  # the flag is right; its suggested correction is applied
     DISMISSED = "dismissed"  # the flag is wrong (a reason is required)
-    EDITED = "edited"  # the flag is right; the reader changed the text themself
+    EDITED = "edited"  # the flag is right; the reader changes the text themself
+
+
+def resolves_by_edit(decision: str) -> bool:
+    """Whether ``decision`` says the report must change (accepted, edited): it is resolved
+    when a re-check of the changed text no longer raises the flag, and never carries over."""
+    return decision in (Decision.ACCEPTED, Decision.EDITED)
 
 
 def normalise_sentence(sentence: str | None) -> str | None:
@@ -91,10 +104,17 @@ class FlagIdentity:
         return (self.study, self.model_version, self.kind, self.entity, self.report_says)
 
 
-def carries_decision(decided: FlagIdentity, new: FlagIdentity) -> bool:
-    """Whether a decision taken on ``decided`` holds for ``new``, raised by a later check."""
+def same_flag(decided: FlagIdentity, new: FlagIdentity) -> bool:
+    """Whether ``new``, raised by a later check, is the flag ``decided`` was: the same
+    finding in the same (or an unchanged) sentence of the same study, by the same model."""
     if decided.finding_key() != new.finding_key():
         return False
     if not decided.sentences and not new.sentences:
         return True  # the same omission of the same study
     return bool(set(decided.sentences) & set(new.sentences))
+
+
+def carries_decision(decided: FlagIdentity, decision: str, new: FlagIdentity) -> bool:
+    """Whether ``decision``, taken on ``decided``, holds for ``new``, raised by a later check:
+    a dismissal of the same flag (:func:`same_flag`); never a decision that asked for an edit."""
+    return decision == Decision.DISMISSED and same_flag(decided, new)
