@@ -481,6 +481,10 @@ def test_sign_off_is_blocked_until_every_flag_is_reviewed(storage: Storage, stud
     assert (decided.decision, decided.decided_by) == ("accepted", "rita")
     assert decided.decided_at is not None and decided.decided_at.tzinfo is UTC
     assert storage.flags(study_id)[0].dismiss_reason == "skin fold"
+    # accepted, but the report still lacks the finding: the acceptance is not resolved
+    with pytest.raises(SignOffBlocked, match="accepted or marked for an edit"):
+        storage.sign(study_id, "m-001")
+    storage.decide_flag(flags[1].id, "dismissed", reason="not seen on the image")
     assert storage.can_sign(study_id)
 
     signed = storage.sign(study_id, "m-001", expected_version=state.version)
@@ -625,7 +629,7 @@ def test_every_mutation_is_audited(storage: Storage, study_id: int) -> None:
     state = storage.save_report(study_id, "No pneumothorax.", expected_version=0)
     storage.autosave(study_id, "No pneumothorax. ", expected_version=state.version)
     [flag] = storage.record_flags(study_id, [PNEUMOTHORAX], "m-001")
-    storage.decide_flag(flag.id, "accepted")
+    storage.decide_flag(flag.id, "dismissed", reason="correctly described")
     storage.sign(study_id, "m-001")
     with storage.as_user("ada"):
         register(storage, "m-001", passed=True)
