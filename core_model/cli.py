@@ -57,6 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", help="with --batch: output JSON lines ('-' for standard output)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--heatmaps", action="store_true", help="include evidence heatmaps in JSON output")
+    p.add_argument("--show-unreliable", action="store_true",
+                   help="show the flags even on an image the model's image check turns away "
+                        "(each marked unreliable)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA if present)")
     p.set_defaults(func=_cmd_check)
 
@@ -334,7 +337,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
     if not args.batch:
         report = _read_text_file(args.report)
         try:
-            result = reader.check(args.image, report, heatmaps=args.heatmaps)
+            result = reader.check(args.image, report, heatmaps=args.heatmaps,
+                                  show_unreliable=args.show_unreliable)
         except CheckError as exc:
             raise InputError(str(exc)) from exc
         if args.json:
@@ -351,7 +355,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
                 yield {"id": key, "error": problem}
                 continue
             try:
-                result = reader.check(case["images"], case["report"], heatmaps=args.heatmaps)
+                result = reader.check(case["images"], case["report"], heatmaps=args.heatmaps,
+                                      show_unreliable=args.show_unreliable)
             except CheckError as exc:
                 yield {"id": key, "error": str(exc)}
                 continue
@@ -407,7 +412,12 @@ def _case_problem(case: Any) -> str | None:
 
 def _format_result(result: Any) -> str:
     lines = [f"model {result.model_version} ({result.variant})"]
-    lines += [f"warning: {w}" for w in result.warnings]
+    check = result.image_check
+    if not check.accepted:
+        lines.append(f"image not checked: {check.reason}")
+    lines += [f"warning: {w}" for w in result.warnings if check.reason not in w or check.accepted]
+    if not check.accepted and not result.flags:
+        return "\n".join(lines)
     if not result.flags:
         lines.append("no flags: the report and the image agree on every finding checked")
     for f in result.flags:

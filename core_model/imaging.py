@@ -86,19 +86,31 @@ def dicom_display(ds, source: str = "DICOM") -> np.ndarray:  # noqa: ANN001 - py
         detail = " ".join(str(exc).split())  # pydicom lists each plugin's failure on its own line
         raise ImageReadError(f"{source}: pixel data cannot be decoded ({type(exc).__name__}: {detail})") from exc
     if stored.ndim != 2:
-        if stored.ndim == 3 and int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        if stored.ndim == 3 and header_number(ds, "NumberOfFrames", source, default=1) > 1:
             stored = stored[0]
         else:
             raise ImageReadError(f"{source}: expected a single grayscale frame, got shape {stored.shape}")
-    values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
+    # every header value used below is checked where it is read: a corrupt one is a clear error
+    for keyword in ("RescaleSlope", "RescaleIntercept"):
+        if keyword in ds:
+            header_number(ds, keyword, source)
+    try:
+        values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
+    except (ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
+        raise ImageReadError(f"{source}: the Modality LUT cannot be applied ({exc})") from exc
     if "VOILUTSequence" in ds and len(ds.VOILUTSequence):
         lut = ds.VOILUTSequence[0]
-        out = np.asarray(apply_voi_lut(values, ds, index=0, prefer_lut=True), dtype=np.float64)
-        bits = int(lut.LUTDescriptor[2]) if "LUTDescriptor" in lut else 16
-        display = out / float((1 << bits) - 1)
+        try:
+            out = np.asarray(apply_voi_lut(values, ds, index=0, prefer_lut=True), dtype=np.float64)
+        except (ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
+            raise ImageReadError(f"{source}: the VOI LUT cannot be applied ({exc})") from exc
+        bits = header_number(lut, "LUTDescriptor", source, default=16, index=2)
+        if not 1 <= bits <= 32:
+            raise ImageReadError(f"{source}: VOI LUT descriptor says {bits:g} bits per entry")
+        display = out / float((1 << int(bits)) - 1)
     elif "WindowCenter" in ds and "WindowWidth" in ds:
-        center = _first(ds.WindowCenter)
-        width = _first(ds.WindowWidth)
+        center = header_number(ds, "WindowCenter", source)
+        width = header_number(ds, "WindowWidth", source)
         function = str(ds.get("VOILUTFunction", "LINEAR")).strip().upper() or "LINEAR"
         display = window(values, center, width, function)
     else:
@@ -130,7 +142,10 @@ def codestream_problem(ds) -> str | None:  # noqa: ANN001 - pydicom Dataset
     syntax = meta.get("TransferSyntaxUID") if meta is not None else None
     if not syntax or not UID(syntax).is_encapsulated or "PixelData" not in ds:
         return None
-    rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    try:
+        rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    except (TypeError, ValueError):
+        return "the header's Rows / Columns are not numbers (corrupt file)"
     try:
         for fragment in generate_fragments(ds.PixelData):
             size = codestream_size(fragment)
@@ -179,11 +194,34 @@ def codestream_size(data: bytes) -> tuple[int, int] | None:
     return max(y - y0, 0), max(x - x0, 0)
 
 
-def _first(value) -> float:  # noqa: ANN001 - DS or a multi-valued DS
+def header_number(ds, keyword: str, source: str, *, default: float | None = None,  # noqa: ANN001
+                  index: int = 0) -> float:
+    """A numeric header value (the ``index``-th of a multi-valued one), checked where it is read.
+
+    A missing or empty value gives ``default`` (an error when there is none); a value
+    that is present but not a finite number (a corrupt file: ``'0.0!'``) is a one-line
+    :class:`ImageReadError` naming the attribute, never a numpy error later on.
+    """
+    value = ds.get(keyword)
+    if value is None or value == "":
+        if default is None:
+            raise ImageReadError(f"{source}: the header has no {keyword}")
+        return float(default)
+    if not isinstance(value, str | bytes):
+        try:
+            value = list(value)[index]
+        except TypeError:
+            pass
+        except IndexError:
+            raise ImageReadError(f"{source}: {keyword} has no value {index + 1}") from None
     try:
-        return float(value[0])
-    except TypeError:
-        return float(value)
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ImageReadError(f"{source}: the header's {keyword} {str(value)[:32]!r} is not a "
+                             "number (corrupt file)") from None
+    if not np.isfinite(number):
+        raise ImageReadError(f"{source}: the header's {keyword} is not a finite number")
+    return number
 
 
 def window(values: np.ndarray, center: float, width: float, function: str = "LINEAR") -> np.ndarray:

@@ -48,6 +48,14 @@ from typing import Any
 import numpy as np
 
 from core_model.domain.flags import KIND_ORDER, FlagKind
+from core_model.image_check import (
+    ImageCheck,
+    ImageCheckError,
+    colour_problem,
+    header_problem,
+    load_description,
+    picture_problem,
+)
 from core_model.imaging import ImageReadError, read_image
 from core_model.text.edits import NEGATIONS
 from core_model.text.labeler import default_labeler
@@ -103,6 +111,8 @@ class Flag:
     heatmap: np.ndarray | None = field(default=None, repr=False)
     message: str = ""
     repeats: tuple[tuple[str, tuple[int, int]], ...] = ()
+    #: Raised on an image the model's image check turned away, shown because the reader asked.
+    unreliable: bool = False
 
     @property
     def sentences(self) -> tuple[str, ...]:
@@ -127,6 +137,7 @@ class Flag:
             "alignment": None if self.alignment is None else round(float(self.alignment), 4),
             "message": self.message,
             "repeats": [{"sentence": s, "span": list(span)} for s, span in self.repeats],
+            "unreliable": self.unreliable,
         }
         if heatmap and self.heatmap is not None:
             out["heatmap"] = np.round(self.heatmap, 3).tolist()
@@ -135,16 +146,20 @@ class Flag:
 
 @dataclass
 class CheckResult:
-    """The flags of one check, the per-finding probabilities, and any warnings."""
+    """The flags of one check, the per-finding probabilities, any warnings, and the verdict
+    of the image check (when it refused the images, ``flags`` is empty unless the
+    reader asked for the unreliable flags, each marked ``unreliable``)."""
 
     flags: list[Flag]
     probabilities: dict[str, float]
     warnings: list[str]
     model_version: str
     variant: str
+    image_check: ImageCheck = field(default_factory=lambda: ImageCheck(True, ""))
 
     def to_json(self, *, heatmaps: bool = False) -> dict[str, Any]:
         return {
+            "image_check": self.image_check.to_json(),
             "flags": [f.to_json(heatmap=heatmaps) for f in self.flags],
             "probabilities": {k: round(float(v), 4) for k, v in self.probabilities.items()},
             "warnings": list(self.warnings),
@@ -155,11 +170,13 @@ class CheckResult:
 
 @dataclass
 class StudyImage:
-    """One image of a study: display pixels in [0, 1] and its view position."""
+    """One image of a study: display pixels in [0, 1], its view position, and why its file
+    says the model cannot read it (a header or colour problem; None when it can)."""
 
     pixels: np.ndarray
     view: str = ""
     source: str = ""
+    problem: str | None = None
 
 
 @dataclass
@@ -167,6 +184,8 @@ class _ImageEncoding:
     embedding: np.ndarray  # (D,) mean of the frontal images' embeddings, normalised
     tokens: np.ndarray  # (N, D) patch tokens of the first frontal image
     grid: tuple[int, int]
+    #: Per backbone stage, (images, C_k) pooled features: what the image check describes.
+    features: list[np.ndarray] | None = None
 
 
 class Reader:
@@ -184,7 +203,7 @@ class Reader:
     ) -> None:
         import torch
 
-        from core_model.checkpoint import load_checkpoint
+        from core_model.checkpoint import CheckpointError, load_checkpoint
 
         if threads:
             torch.set_num_threads(threads)
@@ -201,6 +220,10 @@ class Reader:
         self._image_cache_size = image_cache_size
         self.text_encodings = 0  # sentences actually run through the text encoder
         self.min_auc = min_auc
+        try:
+            self.image_description = load_description(model_dir)
+        except ImageCheckError as exc:
+            raise CheckpointError(f"{Path(model_dir)}: {exc}") from None
         self._prompts = self._encode_prompts()
 
     # ----------------------------------------------------------------- embedding
@@ -244,10 +267,11 @@ class Reader:
             return self._image_cache[key]
         batch = batch.to(self.device)
         with torch.inference_mode():
-            glob, tokens, grid = self.model.encode_image_tokens(batch)
+            glob, tokens, grid, stages = self.model.encode_image_features(batch)
         emb = glob.float().mean(0)
         emb = (emb / emb.norm().clamp_min(1e-12)).cpu().numpy()
-        encoding = _ImageEncoding(emb, tokens[0].float().cpu().numpy(), tuple(grid))
+        encoding = _ImageEncoding(emb, tokens[0].float().cpu().numpy(), tuple(grid),
+                                  [s.float().cpu().numpy() for s in stages])
         self._remember(self._image_cache, key, encoding, self._image_cache_size)
         return encoding
 
@@ -331,11 +355,57 @@ class Reader:
         *,
         study_key: str | None = None,
         heatmaps: bool = True,
+        show_unreliable: bool = False,
     ) -> CheckResult:
-        """Flags for one study and one draft report."""
+        """Flags for one study and one draft report.
+
+        The images the model reads go through the image check first
+        (:mod:`core_model.image_check`): an image it refuses gives no flags and a
+        warning that says why. ``show_unreliable`` shows the flags anyway when only
+        the distribution gate refused (the image is unlike the training images),
+        each marked ``unreliable``; a wrong modality, body part or an unreadable
+        picture gives no flags in any case.
+        """
         study = [as_study_image(im) for im in images]
         if not study:
             raise CheckError("no image given: a check needs at least one image of the study")
+        if not isinstance(report, str):
+            raise CheckError(f"the report must be text, not {type(report).__name__}")
+        warnings = self._view_warnings(study)
+        read = [im for im in study if im.view.upper() not in LATERAL] or list(study)
+        size = int(self.model.config.image.image_size)
+        refused = next((p for p in (im.problem or picture_problem(im.pixels, min_side=size)
+                                    for im in read) if p), None)
+        if refused is not None:
+            return CheckResult([], {}, [*warnings, f"not checked: {refused}"], self.model_version,
+                               self.variant, ImageCheck(False, refused))
+        encoding = self.embed_study(study, study_key)
+        verdict = self.image_verdict(encoding)
+        if not verdict.accepted:
+            warnings.append(verdict.reason if not show_unreliable else
+                            verdict.reason.replace("no flags are shown", "the flags shown are "
+                                                   "unreliable"))
+        elif verdict.reason:
+            warnings.append(verdict.reason)
+        probs = self.probabilities(encoding)
+        if not verdict.accepted and not show_unreliable:
+            return CheckResult([], probs, warnings, self.model_version, self.variant, verdict)
+        flags = self._flags(encoding, probs, report, warnings, heatmaps)
+        if not verdict.accepted:
+            for flag in flags:
+                flag.unreliable = True
+                flag.message = "Unreliable (image unlike the training images): " + flag.message
+        return CheckResult(flags, probs, warnings, self.model_version, self.variant, verdict)
+
+    def image_verdict(self, encoding: _ImageEncoding) -> ImageCheck:
+        """The distribution gate on an encoded study (accepted, with a warning, when the
+        model has no fitted image check)."""
+        if self.image_description is None or encoding.features is None:
+            return ImageCheck(True, "no image check was fitted for this model: images unlike "
+                                    "its training images are not detected")
+        return self.image_description.verdict(encoding.features, model=f"model {self.model_version}")
+
+    def _view_warnings(self, study: Sequence[StudyImage]) -> list[str]:
         warnings = []
         if all(im.view.upper() in LATERAL for im in study):
             warnings.append(
@@ -349,16 +419,15 @@ class Reader:
                 f"model variant {self.variant!r} was trained without negation hard negatives; "
                 "contradiction flags are less reliable"
             )
-        encoding = self.embed_study(study, study_key)
-        probs = self.probabilities(encoding)
-        if not isinstance(report, str):
-            raise CheckError(f"the report must be text, not {type(report).__name__}")
+        return warnings
+
+    def _flags(self, encoding: _ImageEncoding, probs: dict[str, float], report: str,
+               warnings: list[str], heatmaps: bool) -> list[Flag]:
         labels = default_labeler().label_report(report)
         if not report.strip():
             warnings.append("the report is empty: only omissions can be flagged")
         elif not any(s.mentions for s in labels.sentences):
             warnings.append("the report mentions no finding: only omissions can be flagged")
-
         unreliable = [f for f in FINDINGS if not self.reliable(f)]
         if unreliable:
             warnings.append(
@@ -396,8 +465,7 @@ class Reader:
                     and probs[finding] >= self.threshold(finding)):
                 flags.append(self._flag("omission", finding, Assertion.NOT_MENTIONED.value, probs[finding],
                                         encoding, heatmaps))
-        flags = _dedupe(flags)
-        return CheckResult(flags, probs, warnings, self.model_version, self.variant)
+        return _dedupe(flags)
 
     def _flag(self, kind: str, finding: str, says: str, p: float, encoding: _ImageEncoding, heatmaps: bool,
               **extra: Any) -> Flag:
@@ -446,7 +514,12 @@ def _flip(finding: str, assertion: Assertion) -> str:
 
 
 def as_study_image(item: StudyImage | np.ndarray | str | os.PathLike[str]) -> StudyImage:
-    """A study image from an array of display values, a file path, or a StudyImage."""
+    """A study image from an array of display values, a file path, or a StudyImage.
+
+    A DICOM file whose header says the model cannot read it (another modality or body
+    part, a secondary capture, several frames) or a colour picture is not decoded: the
+    image carries the reason (``problem``) and no pixels.
+    """
     if isinstance(item, StudyImage):
         return item
     if isinstance(item, np.ndarray):
@@ -454,24 +527,30 @@ def as_study_image(item: StudyImage | np.ndarray | str | os.PathLike[str]) -> St
             raise CheckError(f"an image array must be 2-D grayscale, got shape {item.shape}")
         return StudyImage(item)  # preprocessing clips to [0, 1] after reducing the image
     path = Path(item)
+    view, problem = _header_facts(path)
+    if problem is not None:
+        return StudyImage(np.zeros((0, 0), np.float32), view, str(path), problem)
     try:
         pixels = read_image(path)
     except ImageReadError as exc:
         raise CheckError(str(exc)) from exc
-    return StudyImage(pixels, _view_of(path), str(path))
+    return StudyImage(pixels, view, str(path))
 
 
-def _view_of(path: Path) -> str:
-    """ViewPosition of a DICOM file ('' for pictures or when absent)."""
+def _header_facts(path: Path) -> tuple[str, str | None]:
+    """(ViewPosition, why the file is not an image the model reads) without decoding pixels;
+    ('', None) for a picture the model may read or a file the pixel reader will explain."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
     if path.suffix.lower() not in (".dcm", ".dicom", ""):
-        return ""
+        return "", colour_problem(path) if path.is_file() else None
     try:
-        import pydicom
-
         ds = pydicom.dcmread(path, stop_before_pixels=True)
-        return str(ds.get("ViewPosition", "") or "").strip().upper()
-    except Exception:  # the pixel read already succeeded; a missing tag is not an error
-        return ""
+    except (InvalidDicomError, OSError, ValueError, EOFError, AttributeError, KeyError):
+        return "", None  # the pixel reader gives the one-line reason
+    view = str(ds.get("ViewPosition", "") or "").strip().upper()
+    return view, header_problem(ds)
 
 
 __all__ = [

@@ -20,6 +20,7 @@ import torch
 from app.cli import main
 from core_model.checkpoint import load_checkpoint, save_checkpoint
 from core_model.inference import CheckError, Reader, StudyImage
+from training.dataset import MimicDataset
 from training.phantom.writer import TRUTH_JSONL
 
 
@@ -105,7 +106,7 @@ def test_recheck_encodes_only_the_edited_sentence(trained):
 
 def test_bad_inputs_are_clear(trained, tmp_path):
     reader = Reader(trained["dir"])
-    image = np.zeros((64, 64), np.float32)
+    image = MimicDataset(trained["root"], split="test")[0].load_image()  # one the model reads
     empty = reader.check([image], "")
     assert any("empty" in w for w in empty.warnings)
     silent = reader.check([image], "FINDINGS: Patient rotated.")
@@ -117,7 +118,7 @@ def test_bad_inputs_are_clear(trained, tmp_path):
     with pytest.raises(CheckError, match="no image"):
         reader.check([], "No effusion.")
     with pytest.raises(CheckError, match="NaN"):
-        reader.check([np.full((64, 64), np.nan, np.float32)], "No effusion.")
+        reader.check([np.full((200, 200), np.nan, np.float32)], "No effusion.")
     # A checkpoint of a variant without hard negatives is used, with a warning.
     ckpt = load_checkpoint(trained["dir"])
     plain = tmp_path / "plain"

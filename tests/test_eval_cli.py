@@ -68,7 +68,10 @@ def test_results_hold_every_metric_with_metadata(evaluated, trained):  # noqa: F
     assert r["dataset"]["root"] == str(trained["root"].resolve()) and r["split"] == "test"
     assert r["seed"] == 0 and r["suites"] == list(SUITES) and r["date"]
     assert r["calibration"]["split"] == "validate" and r["calibration"]["studies_n"] > 0
-    assert set(r["timings_s"]) == {"calibration", "load_studies", "total", *SUITES}
+    assert set(r["timings_s"]) == {"calibration", "load_studies", "image_check", "total", *SUITES}
+    # the shared model has no image check: the rate is not measured, and the results say so
+    assert r["image_check"]["accept_rate"] is None and r["metrics"]["image_check.accept_rate"] is None
+    assert any("no image check" in w for w in r["warnings"])
     curve = r["curves"]["zero_shot"]["Pleural Effusion"]
     assert curve["fpr"][0] == 0.0 and curve["tpr"][-1] == 1.0 and curve["positives"] > 0
     # The headline table on standard output, then the files written.
@@ -243,7 +246,12 @@ def test_save_calibration_updates_the_model_and_it_still_loads(trained, tmp_path
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["calibration"]["saved_to_model"] is True
-    Reader(model, device="cpu")  # the model directory still serves the check
+    reader = Reader(model, device="cpu")  # the model directory still serves the check
+    # the image check was fitted with the calibration, and measured on the test split
+    assert reader.image_description is not None
+    assert results["image_check"]["fitted_now"] is True
+    assert 0.9 <= results["metrics"]["image_check.accept_rate"] <= 1.0
+    assert results["image_check"]["images"] > 0
 
 
 def test_passes_and_compare_results(evaluated):

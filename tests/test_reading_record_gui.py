@@ -257,3 +257,49 @@ def test_a_preliminary_report_says_when_it_changed_after_it_was_issued(qtbot, st
     window._set_signed(window.reading.state)
     assert "changed since it was issued" in window.signed_label.text()
     assert [row.status for row in window.worklist.rows() if row.study_id == study] == ["preliminary"]
+
+
+class RefusingReader(SameFindingReader):
+    """Turns every image away, as a model does with images unlike its training images."""
+
+    def check(self, images, report, *, study_key=None, heatmaps=True, show_unreliable=False):
+        from core_model.image_check import ImageCheck
+
+        verdict = ImageCheck(False, "the image is unlike the images model stub-1 was trained on "
+                                    "(score 6.10, threshold 2.18): no flags are shown", 6.1, 2.18)
+        result = super().check(images, report, study_key=study_key, heatmaps=heatmaps)
+        if not show_unreliable:
+            return CheckResult([], {}, [verdict.reason], self.model_version, "stub", verdict)
+        for flag in result.flags:
+            flag.unreliable = True
+        return CheckResult(result.flags, {}, [], self.model_version, "stub", verdict)
+
+
+def test_an_image_the_model_cannot_read_gets_a_banner_no_flags_and_an_audit(qtbot, storage):
+    window = MainWindow(storage, model_dir="stub", autosave_s=60.0,
+                        reader_factory=lambda _d: RefusingReader())
+    window.editor.set_debounce_ms(30)
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitUntil(lambda: window.reader is not None, timeout=10_000)
+    study = window.worklist.study_ids()[0]
+    window.worklist.select_study(study)
+    qtbot.waitUntil(lambda: window.image_banner.isVisible(), timeout=10_000)
+    assert "unlike the images model stub-1 was trained on: no flags are shown" in \
+        window.image_banner.label.text()
+    assert window.flags_panel.reviews() == [] and storage.flags(study) == []
+    [entry] = storage.audit_log(action="image_check.refuse")
+    assert entry.details["score"] == 6.1 and entry.target_id == str(study)
+
+    window.image_banner.button.click()  # the reader asks for the flags anyway
+    qtbot.waitUntil(lambda: bool(window.flags_panel.reviews()), timeout=10_000)
+    assert all(r.flag.unreliable for r in window.flags_panel.reviews())
+    assert all(f.unreliable for f in storage.flags(study))
+    assert "the flags shown are unreliable" in window.image_banner.label.text()
+    assert not window.image_banner.button.isVisible()
+    assert storage.audit_log(action="image_check.override")
+
+    window.worklist.select_study(window.worklist.study_ids()[1])  # the next study asks again
+    qtbot.waitUntil(lambda: window.reading.study_id != study and window.image_banner.isVisible()
+                    and window.editor.checked_text() == window.editor.text(), timeout=10_000)
+    assert window.flags_panel.reviews() == []

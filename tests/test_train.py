@@ -9,6 +9,7 @@ import torch
 
 from app.cli import main
 from core_model.checkpoint import load_checkpoint
+from core_model.inference import Reader
 from training.config import TrainConfig, load_train_config
 from training.phantom.world import WorldConfig
 from training.phantom.writer import build_world
@@ -38,6 +39,13 @@ def test_run_emits_progress_and_resume_is_exact(world, tmp_path):
     assert {"step", "epoch", "loss", "terms", "lr", "samples_per_s", "eta_s"} <= set(step)
     assert [e["step"] for e in events if e["event"] == "checkpoint"] == [3, 6]
     json.dumps(events)  # every event is plain JSON
+    # the final model describes its own training images: the image check (held-out tenth,
+    # validation being off), and a check of one of them is accepted
+    [fitted] = [e for e in events if e["event"] == "image_check"]
+    assert fitted["train_images"] > 0 and fitted["threshold"] > 0
+    reader = Reader(full)
+    assert reader.image_description is not None
+    assert reader.image_description.provenance["threshold_from"].startswith("a held-out tenth")
 
     with pytest.raises(TrainingCancelled) as stopped:
         train(CONFIG, world, tmp_path / "split", emit=lambda e: None, stop_after=2)

@@ -51,6 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     register_pretrain_image(sub)
     register_prompts(sub)
     register_average(sub)
+    register_image_check(sub)
     from training.evalcli import register as register_eval
 
     register_eval(sub)
@@ -63,6 +64,53 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--count", type=int, default=12, help="number of studies (default 12)")
     c.set_defaults(func=_cmd_contact_sheet)
     register_prepare(data)
+
+
+def register_image_check(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "image-check",
+        help="fit a model's image check on its training images (which images it can read)",
+        description="Describe the model's own training images in its feature space and store the "
+        "description in the model directory: concord check and the app then turn away images unlike "
+        "them (docs/inference.md). concord train does this at the end of a run.",
+    )
+    p.add_argument("--model", required=True, help="model directory")
+    p.add_argument("--data", required=True, help="the dataset the model was trained on (MIMIC layout)")
+    p.add_argument("--fit-split", default="train", help="images to describe (default train)")
+    p.add_argument("--threshold-split", default="validate",
+                   help="held-out images that set the threshold (default validate)")
+    p.add_argument("--percentile", type=float, default=None,
+                   help="share of held-out images to accept, in percent (default 99.5)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_image_check)
+
+
+def _cmd_image_check(args: argparse.Namespace) -> int:
+    from core_model.checkpoint import CheckpointError, load_checkpoint
+    from core_model.image_check import DEFAULT_PERCENTILE, ImageCheckError, save_description
+    from core_model.inference import Reader
+    from training.dataset import DatasetError
+    from training.image_check import accept_rate, fit_from_dataset, read_frontal
+
+    try:
+        # the model alone: an image check already there (perhaps a damaged one) is replaced
+        model = load_checkpoint(args.model).model
+        fitted = fit_from_dataset(model, args.data, fit_split=args.fit_split,
+                                  threshold_split=args.threshold_split, seed=args.seed,
+                                  percentile=args.percentile or DEFAULT_PERCENTILE)
+        save_description(args.model, fitted)
+        reader = Reader(args.model, device="cpu")
+    except (CheckpointError, ImageCheckError, DatasetError) as exc:
+        raise InputError(str(exc)) from exc
+    print(f"concord image-check: fitted on {fitted.provenance['train_images']} {args.fit_split} "
+          f"images; threshold {fitted.threshold:.2f} ({fitted.percentile:g}th percentile of "
+          f"{fitted.provenance['held_out_images']} {args.threshold_split} images)")
+    for split in ("test",):
+        images = read_frontal(args.data, split, seed=args.seed)
+        rate = accept_rate(reader, images)
+        if rate is not None:
+            print(f"  {split} split: {rate:.3f} of {len(images)} frontal images accepted")
+    return 0
 
 
 def register_train(sub: argparse._SubParsersAction) -> None:
@@ -161,6 +209,11 @@ def _train_progress(mode: str, steps: int):  # noqa: ANN202 - yields the event c
                       f"B {event['cxr_align_B']:.3f} (best {event['best']:.3f} at step {event['best_step']})")
         elif kind in ("checkpoint", "early_stop", "cancelled"):
             bar.write(f"{kind}: step {event['step']}" + (f" -> {event['path']}" if "path" in event else ""))
+        elif kind == "image_check":
+            bar.write(f"image check fitted on {event['train_images']} training images, threshold "
+                      f"{event['threshold']} ({event['held_out_images']} held out)")
+        elif kind == "warning":
+            bar.write(f"warning: {event['message']}")
 
     try:
         yield emit

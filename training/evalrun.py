@@ -127,14 +127,16 @@ def calibration_data(reader: Reader, data_root: str | os.PathLike[str], split: s
 
 
 def save_model_calibration(model_dir: str | os.PathLike[str], calibration: dict[str, Any],
-                           *, provenance: Mapping[str, Any] | None = None) -> str:
+                           *, provenance: Mapping[str, Any] | None = None,
+                           image_description: Any = None) -> str:
     """Replace the calibration of a model directory; returns its (unchanged) ``model_version``.
 
     The checkpoint is rewritten by :func:`~core_model.checkpoint.save_checkpoint` into a
     sibling folder (with any other files of the directory, such as a trainer's resume
     state), loaded back as a check, and swapped in by renames: the directory is at every
     moment either the old checkpoint or the new one.  ``provenance`` is recorded in
-    config.json under ``extra.calibration``.
+    config.json under ``extra.calibration``. ``image_description`` (an image check fitted
+    with the calibration) replaces the model's image check in the same swap.
     """
     target = Path(model_dir)
     ckpt = load_checkpoint(target)
@@ -150,6 +152,10 @@ def save_model_calibration(model_dir: str | os.PathLike[str], calibration: dict[
                         calibration=calibration, metrics=ckpt.metrics,
                         data_description=str(manifest.get("data") or ""), extra=extra,
                         prompts=ckpt.prompts)
+        if image_description is not None:
+            from core_model.image_check import save_description
+
+            save_description(staging, image_description)
         written = {p.name for p in staging.iterdir()}
         for entry in target.iterdir():
             if entry.name in written:
@@ -250,6 +256,14 @@ def run_eval(
           "seconds": timings["calibration"]})
 
     t0 = time.perf_counter()
+    fitted = None
+    if save_calibration and calibration_split is not None:
+        fitted = _fit_image_check(reader, data_root, calibration_split, seed)
+        reader.image_description = fitted
+    image_check = _image_check_rate(reader, data_root, split, seed, fitted is not None, warnings)
+    timings["image_check"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
     backend = get_backend("rules")
     studies = ev.load_studies(reader, data_root, split, backend=backend,
                               keep_pixels="consistency" in chosen)
@@ -290,6 +304,8 @@ def run_eval(
                         target_sensitivity, seed, consistency_studies, chosen, len(studies),
                         nested, curves, timings, warnings)
     results["calibration"]["saved_to_model"] = save_calibration
+    results["image_check"] = image_check
+    results["metrics"].update(ev.flat({"image_check": {"accept_rate": image_check["accept_rate"]}}))
     tag = uuid.uuid4().hex[:8]
     staging = out / f".concord-eval-{tag}"
     # Beside its target, so the final rename never crosses file systems.
@@ -300,7 +316,7 @@ def run_eval(
             save_model_calibration(model_dir, calibration, provenance={
                 "split": calibration_split, "dataset": str(Path(data_root).resolve()),
                 "target_sensitivity": target_sensitivity, "date": results["date"],
-            })
+            }, image_description=fitted)
         try:
             for name in names:
                 os.replace(staging / name, out / name)
@@ -312,6 +328,34 @@ def run_eval(
         pending.unlink(missing_ok=True)
     emit({"event": "done", "results": str(results_file), "seconds": time.perf_counter() - started})
     return results
+
+
+def _fit_image_check(reader: Reader, data_root: Any, threshold_split: str, seed: int) -> Any:
+    """The model's image check fitted on the dataset's training images (saved with the
+    calibration)."""
+    from core_model.image_check import ImageCheckError
+    from training.image_check import fit_from_dataset
+
+    try:
+        return fit_from_dataset(reader.model, data_root, fit_split="train",
+                                threshold_split=threshold_split, seed=seed)
+    except ImageCheckError as exc:
+        raise EvalError(f"cannot fit the image check: {exc}") from exc
+
+
+def _image_check_rate(reader: Reader, data_root: Any, split: str, seed: int, fitted: bool,
+                      warnings: list[str]) -> dict[str, Any]:
+    """``accept_rate``: the share of the split's frontal images the image check accepts."""
+    from training.image_check import accept_rate, read_frontal
+
+    description = reader.image_description
+    if description is None:
+        warnings.append("the model has no image check (fit one with --save-calibration)")
+        return {"accept_rate": None, "images": 0, "threshold": None, "fitted_now": False}
+    images = read_frontal(data_root, split, seed=seed)
+    return {"accept_rate": accept_rate(reader, images), "images": len(images),
+            "threshold": round(float(description.threshold), 4), "fitted_now": fitted,
+            "provenance": description.provenance}
 
 
 def _finetune(reader: Reader, data_root: Any, split: str, fractions: Sequence[float], steps: int,

@@ -546,11 +546,28 @@ def train(
                             "validation_cxr_align": record.get("best_detail")})
         save_checkpoint(model, tokenizer, final, variant=config.variant, metrics=metrics,
                         data_description=described, prompts=bank)
+        _fit_image_check(final, model, pairs, val_pairs, config, described, emit)
     _barrier(d)
     emit({"event": "done", "step": step, "model": str(final)})
     if d.world > 1:
         dist.destroy_process_group()
     return final
+
+
+def _fit_image_check(final: Path, model: ConcordCLIP, pairs: list[Pair], val_pairs: list[Pair],
+                     config: TrainConfig, described: str, emit: Emit) -> None:
+    """The final model's image check, fitted on its own training images (image_check.json)."""
+    from training.image_check import ImageCheckError, fit_after_training
+
+    try:
+        fitted = fit_after_training(final, model, pairs, val_pairs, seed=config.seed,
+                                    source=described)
+    except ImageCheckError as exc:  # too few images: the model still works, and says so
+        emit({"event": "warning", "message": f"no image check was fitted: {exc}"})
+        return
+    emit({"event": "image_check", "threshold": round(fitted.threshold, 3),
+          "train_images": fitted.provenance.get("train_images"),
+          "held_out_images": fitted.provenance.get("held_out_images")})
 
 
 def _validate_step(model: ConcordCLIP, tokenizer: Any, config: TrainConfig,

@@ -42,6 +42,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.gui.background import run_in_background
+from app.gui.image_banner import ImageCheckBanner
 from app.gui.keeper import ReportKeeper
 from app.gui.report_actions import AddendaView, ReportActions
 from app.gui.worklist import WorklistPanel, WorklistRow
@@ -166,6 +167,9 @@ class MainWindow(QMainWindow):
         self.model_banner.setStyleSheet("background: #fdecea; color: #8a1c12; padding: 4px;")
         self.model_banner.setWordWrap(True)
         self.model_banner.hide()
+        self.image_banner = ImageCheckBanner(self)
+        self.image_banner.showAnyway.connect(self._show_unreliable_flags)
+        self._image_audited: tuple[int, str] | None = None
         self.signed_label = QLabel(self)
         self.signed_label.setObjectName("reportState")
         self.signed_label.setStyleSheet("color: #1b5e20; font-weight: bold; padding: 2px 4px;")
@@ -210,6 +214,7 @@ class MainWindow(QMainWindow):
         outer.setSpacing(0)
         outer.addWidget(self.banner)
         outer.addWidget(self.model_banner)
+        outer.addWidget(self.image_banner)
         outer.addWidget(splitter, 1)
         self.setCentralWidget(central)
         self.resize(1600, 940)
@@ -415,6 +420,7 @@ class MainWindow(QMainWindow):
         self._study = OpenStudy(study_id, study_key(study_id), paths, frontal)
         self._update_checking()
         self._image_shown = False
+        self.image_banner.hide()  # until this study's first check says otherwise
         self.save_label.setText("")  # the last study's save status is not this one's
         self.statusBar().clearMessage()
         self.thumbnails.set_items([
@@ -527,7 +533,32 @@ class MainWindow(QMainWindow):
         """A finished check goes to the reading session; the editor shows what it holds."""
         if not self.reading.apply_check(key, text, result):
             return None
+        self._show_image_verdict(getattr(result, "image_check", None))
         return [r.flag for r in self.reading.reviews()]
+
+    def _show_image_verdict(self, verdict: Any) -> None:
+        """The banner for images the model cannot read, audited once per study and reason."""
+        if self._study is None:
+            return
+        shown_anyway = self.editor.shows_unreliable()
+        self.image_banner.show_verdict(verdict, self.model_version or "?", shown_anyway=shown_anyway)
+        if verdict is None or verdict.accepted:
+            return
+        mark = (self._study.study_id, verdict.reason + str(shown_anyway))
+        if self._image_audited == mark:
+            return
+        self._image_audited = mark
+        try:
+            self.storage.audit("image_check.override" if shown_anyway else "image_check.refuse",
+                               ("study", self._study.study_id),
+                               {"model_version": self.model_version, "reason": verdict.reason,
+                                "score": verdict.score, "threshold": verdict.threshold})
+        except StorageError as exc:
+            self.statusBar().showMessage(f"Not audited: {exc}", 10_000)
+
+    def _show_unreliable_flags(self) -> None:
+        """The reader asks to see the flags on an image the model cannot read reliably."""
+        self.editor.set_show_unreliable(True)
 
     def _on_reading(self, event: str, payload: Any) -> None:
         if event == "flags":

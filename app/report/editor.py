@@ -131,6 +131,7 @@ class ReportEditor(QWidget):
         self._anchors: list[list[QTextCursor]] = []  # per flag, one cursor per sentence
         self._flag_source: Any = None
         self._checked_text: str | None = None  # the text of the check whose flags are shown
+        self._show_unreliable = False
         self._selected = -1
         self._loading = False
         self.checks_requested = 0
@@ -150,6 +151,7 @@ class ReportEditor(QWidget):
         """The study the report is about: a cache key and its images (paths, arrays or StudyImage)."""
         self._study_key = study_key
         self._checked_text = None
+        self._show_unreliable = False
         self._images = list(images)
         self._invalidate()
         self._schedule()
@@ -166,6 +168,16 @@ class ReportEditor(QWidget):
 
     def text(self) -> str:
         return self._edit.toPlainText()
+
+    def set_show_unreliable(self, show: bool) -> None:
+        """Check this study's images even when the model's image check turns them away (the
+        flags come marked unreliable); reset by :meth:`set_study`."""
+        self._show_unreliable = bool(show)
+        self._invalidate()
+        self.recheck_now()
+
+    def shows_unreliable(self) -> bool:
+        return self._show_unreliable
 
     def checked_text(self) -> str | None:
         """The text whose check's flags are shown (None before the first check of a study)."""
@@ -224,6 +236,7 @@ class ReportEditor(QWidget):
             generation=self._generation,
             latest=self._latest.get,  # a request superseded while queued skips the model
             heatmaps=self._heatmaps,
+            show_unreliable=self._show_unreliable,
         )
         worker.signals.finished.connect(self._on_finished)
         worker.signals.failed.connect(self._on_failed)

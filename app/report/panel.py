@@ -118,7 +118,7 @@ class FlagDelegate(QStyledItemDelegate):
 
         # first line: kind, finding ......... probability
         painter.setFont(small)
-        kind_text = kind_label(flag.kind).upper()
+        kind_text = ("UNRELIABLE " if flag.unreliable else "") + kind_label(flag.kind).upper()
         kind_width = QFontMetrics(small).horizontalAdvance(kind_text) + 10
         painter.setPen(QColor(kind_color(flag.kind)) if not review.reviewed else muted)
         painter.drawText(QRect(left, top, kind_width, line), Qt.AlignmentFlag.AlignVCenter, kind_text)

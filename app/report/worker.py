@@ -42,6 +42,7 @@ class CheckWorker(QRunnable):
         generation: int,
         latest: Callable[[], int] | None = None,
         heatmaps: bool = True,
+        show_unreliable: bool = False,
     ) -> None:
         super().__init__()
         self.reader = reader
@@ -51,6 +52,7 @@ class CheckWorker(QRunnable):
         self.generation = generation
         self.latest = latest
         self.heatmaps = heatmaps
+        self.show_unreliable = show_unreliable
         self.signals = CheckSignals()
 
     def run(self) -> None:
@@ -60,8 +62,9 @@ class CheckWorker(QRunnable):
         try:
             with MODEL_LOCK:
                 images = [as_study_image(im) for im in self.images]
+                extra = {"show_unreliable": True} if self.show_unreliable else {}
                 result = self.reader.check(
-                    images, self.text, study_key=self.study_key, heatmaps=self.heatmaps
+                    images, self.text, study_key=self.study_key, heatmaps=self.heatmaps, **extra
                 )
         except CheckError as exc:
             self.signals.failed.emit(self.generation, self.text, str(exc))

@@ -82,11 +82,14 @@ class SaveOutcome:
 def flag_of_record(record: FlagRecord) -> Flag:
     """The flag a stored record describes (no heatmap: that comes with the next check)."""
     suggests = record.image_suggests or ""
+    message = describe_flag(record.kind, record.entity, record.report_says, suggests,
+                            record.image_probability)
+    if record.unreliable:
+        message = "Unreliable (image unlike the training images): " + message
     return Flag(
         record.kind, record.entity, record.report_says, record.image_probability, suggests,
-        sentence=record.sentence, span=record.span, repeats=record.repeats,
-        message=describe_flag(record.kind, record.entity, record.report_says, suggests,
-                              record.image_probability),
+        sentence=record.sentence, span=record.span, repeats=record.repeats, message=message,
+        unreliable=record.unreliable,
     )
 
 

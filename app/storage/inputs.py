@@ -149,6 +149,7 @@ def flag_columns(flag: Mapping[str, Any] | Any) -> dict[str, Any]:
     return {
         "sentence": get("sentence"),
         "repeats": repeats or None,
+        "unreliable": bool(get("unreliable") or False),
         "span_start": None if start is None else int(start),
         "span_end": None if end is None else int(end),
         "entity": str(entity),

@@ -261,6 +261,8 @@ class Flag(Base):
     span_end: Mapped[int | None]
     #: Other sentences making the same statement: [{"sentence", "start", "end"}] (schema 0003).
     repeats: Mapped[list[Any] | None] = mapped_column(sa.JSON)
+    #: Raised on an image the image check turned away, shown at the reader's request (0003).
+    unreliable: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
     entity: Mapped[str] = mapped_column(sa.String(64))
     kind: Mapped[str] = mapped_column(sa.String(16))
     report_says: Mapped[str] = mapped_column(sa.String(16))

@@ -172,6 +172,8 @@ class FlagRecord:
     superseded: bool
     #: Other sentences making the same statement, as (sentence, span) pairs.
     repeats: tuple[tuple[str, tuple[int, int]], ...] = ()
+    #: Raised on an image the model's image check turned away (shown at the reader's request).
+    unreliable: bool = False
 
     @property
     def reviewed(self) -> bool:

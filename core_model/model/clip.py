@@ -134,6 +134,17 @@ class ConcordCLIP(nn.Module):
         glob = F.normalize(self.image_proj(pooled), dim=-1)
         return glob, F.normalize(self.image_proj(tokens), dim=-1), grid
 
+    def encode_image_features(
+        self, pixels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int], list[torch.Tensor]]:
+        """:meth:`encode_image_tokens` plus each backbone stage's pooled features
+        (``[B, C_k]`` per stage): what the image check describes
+        (:mod:`core_model.image_check`)."""
+        self._check_pixels(pixels)
+        pooled, tokens, grid, stages = self.visual.forward_stages(pixels)
+        glob = F.normalize(self.image_proj(pooled), dim=-1)
+        return glob, F.normalize(self.image_proj(tokens), dim=-1), grid, stages
+
     # ---- text
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -100,8 +100,26 @@ class ImageEncoder(nn.Module):
         self, pixels: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
         """``(pooled [B, C], patch tokens [B, N, C], grid (h, w))`` with ``N = h * w``."""
-        feats = self.trunk.forward_features(self._layout(pixels))
+        pooled, tokens, grid, _stages = self.forward_stages(pixels)
+        return pooled, tokens, grid
+
+    def forward_stages(
+        self, pixels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int], list[torch.Tensor]]:
+        """:meth:`forward_tokens` plus each stage's feature map averaged over space
+        (``[B, C_k]`` per stage, from timm's ``forward_intermediates`` in one pass; the
+        pooled output alone for a trunk without it). The image check describes these:
+        early stages see the picture's texture, the last its content."""
+        x = self._layout(pixels)
+        stages: list[torch.Tensor] = []
+        if hasattr(self.trunk, "forward_intermediates"):
+            feats, maps = self.trunk.forward_intermediates(x)
+            stages = [m.float().mean((2, 3)) if m.ndim == 4 else m.float().mean(1) for m in maps]
+        else:
+            feats = self.trunk.forward_features(x)
         pooled = self.trunk.forward_head(feats, pre_logits=True)
+        if not stages:
+            stages = [pooled.float()]
         if feats.ndim == 4:
             if str(getattr(self.trunk, "output_fmt", "NCHW")) != "NHWC":
                 feats = feats.permute(0, 2, 3, 1)
@@ -113,7 +131,7 @@ class ImageEncoder(nn.Module):
             grid = _token_grid(self.trunk, tokens.shape[1])
         else:
             raise RuntimeError(f"unsupported backbone feature shape {tuple(feats.shape)}")
-        return pooled, tokens, grid
+        return pooled, tokens, grid, stages
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.trunk.forward_head(self.trunk.forward_features(self._layout(pixels)),

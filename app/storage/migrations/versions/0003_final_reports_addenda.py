@@ -1,5 +1,6 @@
 """Report states draft / preliminary / final (``signed`` becomes ``final``), addenda,
-flags that cover several sentences, and a final report that the database itself
+flags that cover several sentences or were raised on an image the model's image check
+turned away (``unreliable``), and a final report that the database itself
 keeps unchanged (its row, and its study's flags and decisions).
 
 Revision ID: 0003
@@ -45,6 +46,8 @@ def upgrade() -> None:
     _set_version_kinds(NEW_KINDS)
     with op.batch_alter_table("flags") as batch:
         batch.add_column(sa.Column("repeats", sa.JSON, nullable=True))
+        batch.add_column(sa.Column("unreliable", sa.Boolean, nullable=False,
+                                   server_default=sa.false()))
     op.create_table(
         "report_addenda",
         sa.Column("id", sa.Integer, nullable=False),
@@ -68,6 +71,7 @@ def downgrade() -> None:
     op.drop_index("ix_report_addenda_report_id", table_name="report_addenda")
     op.drop_table("report_addenda")
     with op.batch_alter_table("flags") as batch:
+        batch.drop_column("unreliable")
         batch.drop_column("repeats")
     sqlite = _sqlite()
     with op.batch_alter_table("reports", recreate="always" if sqlite else "auto") as batch:
