@@ -1,5 +1,5 @@
 """Save the documentation screenshots: the main window, the flags panel, a signed report with
-an addendum, and the retrain dialog.
+an addendum, a real radiograph the demo model turns away, and the retrain dialog.
 
     QT_QPA_PLATFORM=offscreen python bench/screenshots.py [--out docs/screenshots]
 
@@ -65,6 +65,12 @@ def main() -> int:
     signed_with_addendum(app, window)
     window.grab().save(str(path))
     written.append(path)
+    film = ROOT.parent / "shared" / "data" / "cxr-images" / "00000001_000.png"
+    if film.is_file():
+        path = out / "image-check-banner.png"
+        refused_film(app, window, film, work / "film")
+        window.grab().save(str(path))
+        written.append(path)
     if args.skip_retrain:
         return _finish(window, storage, written)
 
@@ -105,6 +111,40 @@ def signed_with_addendum(app, window) -> None:
     window.add_addendum("Addendum: compared with the outside radiograph of the same day; "
                         "the findings are unchanged. Discussed with the referring physician.")
     window.flags_panel.select_flag(0)
+    _pause(app, 0.5)
+
+
+def refused_film(app, window, png: Path, folder: Path) -> None:
+    """A real radiograph (a public NIH film, written as a DX DICOM study here) opened with the
+    demo model, which was trained on phantoms only: the banner, and no flags."""
+    import numpy as np
+    import pydicom
+    from PIL import Image
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    folder.mkdir(parents=True, exist_ok=True)
+    pixels = np.asarray(Image.open(png).convert("L"), dtype=np.uint8)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(folder / "film.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.PatientID, ds.PatientName, ds.AccessionNumber = "NIH-00000001", "PUBLIC^NIH", "NIH0001"
+    ds.StudyDate, ds.StudyDescription, ds.Modality = "20170101", "CHEST PA (public NIH film)", "DX"
+    ds.BodyPartExamined, ds.ViewPosition = "CHEST", "PA"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = pixels.tobytes()
+    pydicom.dcmwrite(folder / "film.dcm", ds, enforce_file_format=True)
+    window.import_folder(str(folder))
+    study = next(s.id for s in window.storage.studies() if s.accession_number == "NIH0001")
+    window.worklist.select_study(study)
+    _wait(app, lambda: window.reading.study_id == study and window.image_banner.isVisible(), 180)
+    _wait(app, lambda: window._image_shown, 60)
     _pause(app, 0.5)
 
 

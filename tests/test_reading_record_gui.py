@@ -285,7 +285,7 @@ def test_an_image_the_model_cannot_read_gets_a_banner_no_flags_and_an_audit(qtbo
     study = window.worklist.study_ids()[0]
     window.worklist.select_study(study)
     qtbot.waitUntil(lambda: window.image_banner.isVisible(), timeout=10_000)
-    assert "unlike the images model stub-1 was trained on: no flags are shown" in \
+    assert "unlike the images model stub-1 was trained on (score 6.10, threshold 2.18): no flags are shown" in \
         window.image_banner.label.text()
     assert window.flags_panel.reviews() == [] and storage.flags(study) == []
     [entry] = storage.audit_log(action="image_check.refuse")

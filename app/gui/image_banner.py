@@ -43,12 +43,14 @@ class ImageCheckBanner(QWidget):
             return
         # the distribution gate can be overridden; a wrong modality or an unreadable picture not
         overridable = verdict.score is not None
+        measured = (f" (score {verdict.score:.2f}, threshold {verdict.threshold:.2f})"
+                    if verdict.threshold is not None else "")
         if overridable and shown_anyway:
-            text = (f"This image is unlike the images model {model} was trained on: the flags "
-                    f"shown are unreliable. ({verdict.reason})")
+            text = (f"This image is unlike the images model {model} was trained on{measured}: "
+                    "the flags shown are unreliable.")
         elif overridable:
-            text = (f"This image is unlike the images model {model} was trained on: no flags are "
-                    f"shown. ({verdict.reason})")
+            text = (f"This image is unlike the images model {model} was trained on{measured}: "
+                    "no flags are shown.")
         else:
             text = f"This image cannot be checked by model {model}: {verdict.reason}. No flags are shown."
         self.label.setText(text)
