@@ -99,7 +99,7 @@ def header_problem(ds: Any) -> str | None:
     for keyword in ("Modality", "BodyPartExamined", "NumberOfFrames", "PhotometricInterpretation"):
         try:
             value = ds.get(keyword)
-        except (ValueError, TypeError, OverflowError) as exc:
+        except Exception as exc:  # pydicom parses lazily: any corrupt element fails here
             return f"the header's {keyword} cannot be read ({str(exc)[:60]}; corrupt file)"
         values[keyword] = "" if value is None else str(value).strip()
     modality = values["Modality"].upper()

@@ -35,7 +35,13 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
             ds = pydicom.dcmread(path)
         except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
             raise ImageReadError(f"{path}: not a readable DICOM file ({exc})") from exc
-        return dicom_display(ds, source=str(path))
+        try:
+            return dicom_display(ds, source=str(path))
+        except ImageReadError:
+            raise
+        except Exception as exc:  # pydicom parses values lazily: a corrupt element fails here
+            detail = " ".join(str(exc).split())[:120] or type(exc).__name__
+            raise ImageReadError(f"{path}: the DICOM header is corrupt ({detail})") from exc
     return read_picture(path)
 
 
@@ -202,7 +208,11 @@ def header_number(ds, keyword: str, source: str, *, default: float | None = None
     that is present but not a finite number (a corrupt file: ``'0.0!'``) is a one-line
     :class:`ImageReadError` naming the attribute, never a numpy error later on.
     """
-    value = ds.get(keyword)
+    try:
+        value = ds.get(keyword)
+    except Exception as exc:  # an element pydicom cannot parse (a corrupt VR or value)
+        raise ImageReadError(f"{source}: the header's {keyword} cannot be read "
+                             f"({' '.join(str(exc).split())[:80]})") from exc
     if value is None or value == "":
         if default is None:
             raise ImageReadError(f"{source}: the header has no {keyword}")

@@ -326,14 +326,24 @@ class Reader:
         """Below this probability the image confidently lacks ``finding``."""
         return float(self.calibration.get(finding, {}).get("absent_threshold", min(0.2, self.threshold(finding) / 2)))
 
-    def heatmap(self, encoding: _ImageEncoding, finding: str) -> np.ndarray:
-        """Evidence map (grid h x w, in [0, 1]): patch similarity to the finding minus its denial."""
+    def evidence(self, encoding: _ImageEncoding, finding: str) -> np.ndarray:
+        """Raw evidence per patch (grid h x w): similarity to the finding minus its denial."""
         pos, neg = self._prompts[finding]
         score = encoding.tokens @ pos - encoding.tokens @ neg
         h, w = encoding.grid
-        score = score[: h * w].reshape(h, w)
-        lo, hi = float(score.min()), float(score.max())
-        return ((score - lo) / (hi - lo)).astype(np.float32) if hi > lo else np.zeros((h, w), np.float32)
+        return score[: h * w].reshape(h, w).astype(np.float32)
+
+    def heatmap(self, encoding: _ImageEncoding, finding: str) -> np.ndarray:
+        """The evidence worth drawing (grid h x w): only the patches significantly above the
+        image's own background, scaled to (0, 1]; every other patch is NaN (transparent).
+
+        The background is the median patch and its spread the median absolute deviation
+        (x 1.4826, a standard deviation for normal data); a patch is drawn when it lies
+        more than :data:`EVIDENCE_Z` spreads above the background. A map with no such
+        patch (evidence spread evenly over the film) draws nothing.
+        """
+        score = self.evidence(encoding, finding)
+        return significant_evidence(score)
 
     # ----------------------------------------------------------------- the check
 
@@ -484,6 +494,27 @@ def describe_flag(kind: str, finding: str, says: str, suggests: str, p: float) -
     }[str(kind)]
 
 
+#: How many robust standard deviations above the image's background a patch must lie to be drawn.
+EVIDENCE_Z = 2.0
+
+
+def significant_evidence(score: np.ndarray, z: float = EVIDENCE_Z) -> np.ndarray:
+    """``score`` where it stands out of its own background (see :meth:`Reader.heatmap`), scaled
+    to (0, 1]; NaN elsewhere."""
+    values = np.asarray(score, dtype=np.float32)
+    background = float(np.median(values))
+    spread = 1.4826 * float(np.median(np.abs(values - background)))
+    out = np.full(values.shape, np.nan, np.float32)
+    if not spread > 0.0:
+        return out
+    standing = (values - background) / spread
+    keep = standing > z
+    if keep.any():
+        top = float(standing[keep].max())
+        out[keep] = np.where(top > z, (standing[keep] - z) / (top - z), 1.0) * 0.75 + 0.25
+    return out
+
+
 def _dedupe(flags: list[Flag]) -> list[Flag]:
     """One flag per statement: flags of the same kind, finding and assertion in several
     sentences (FINDINGS and IMPRESSION) become one flag with ``repeats``; listed
@@ -541,15 +572,14 @@ def _header_facts(path: Path) -> tuple[str, str | None]:
     """(ViewPosition, why the file is not an image the model reads) without decoding pixels;
     ('', None) for a picture the model may read or a file the pixel reader will explain."""
     import pydicom
-    from pydicom.errors import InvalidDicomError
 
     if path.suffix.lower() not in (".dcm", ".dicom", ""):
         return "", colour_problem(path) if path.is_file() else None
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
-    except (InvalidDicomError, OSError, ValueError, EOFError, AttributeError, KeyError):
-        return "", None  # the pixel reader gives the one-line reason
-    view = str(ds.get("ViewPosition", "") or "").strip().upper()
+        view = str(ds.get("ViewPosition", "") or "").strip().upper()
+    except Exception:  # a corrupt file or element: the pixel reader gives the one-line reason
+        return "", None
     return view, header_problem(ds)
 
 

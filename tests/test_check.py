@@ -71,7 +71,24 @@ def test_check_flags_a_denied_effusion_as_a_contradiction(trained):
     assert flag.sentence == "No pleural effusion." and flag.report_says == "absent"
     assert report[flag.span[0]:flag.span[1]] == "No pleural effusion."
     assert flag.image_suggests == "present" and flag.alignment < 0
-    assert flag.heatmap.shape == (8, 8) and 0.0 <= flag.heatmap.min() <= flag.heatmap.max() <= 1.0
+    # only the evidence standing out of the film's background is drawn; the rest is transparent
+    drawn = flag.heatmap[np.isfinite(flag.heatmap)]
+    assert flag.heatmap.shape == (8, 8) and drawn.size < flag.heatmap.size
+    assert drawn.size == 0 or (0.0 < drawn.min() <= drawn.max() <= 1.0)
+
+
+def test_evidence_is_drawn_only_where_it_stands_out_of_the_background():
+    from core_model.inference import significant_evidence
+
+    rng = np.random.default_rng(0)
+    score = rng.normal(0.0, 0.01, (8, 8)).astype(np.float32)
+    score[6:8, 0:2] += 0.2  # the costophrenic angle, say
+    drawn = significant_evidence(score)
+    assert set(zip(*np.nonzero(np.isfinite(drawn)), strict=True)) == {(6, 0), (6, 1), (7, 0), (7, 1)}
+    assert np.nanmax(drawn) == 1.0 and np.nanmin(drawn) > 0.0
+    flat = significant_evidence(rng.normal(0.0, 0.01, (8, 8)).astype(np.float32) + 0.3)
+    assert np.isfinite(flat).sum() <= 3  # noise alone: almost nothing (a normal tail) is drawn
+    assert np.isnan(significant_evidence(np.full((8, 8), 0.5, np.float32))).all()
 
 
 def test_a_finding_the_model_cannot_see_is_not_flagged_and_the_check_says_so(trained):

@@ -129,7 +129,7 @@ def load_studies(
             continue
         pixels = sample.load_image()
         enc = reader.embed_study([StudyImage(pixels, sample.view)], key=f"eval:{sample.dicom_id}")
-        heatmaps = {f: reader.heatmap(enc, f) for f in FINDINGS}
+        heatmaps = {f: reader.evidence(enc, f) for f in FINDINGS}  # raw: the pointing game
         studies.append(Study(
             sample.study_id, sample.dicom_id, " ".join(sentences), dict(sample.labels),
             np.asarray(enc.embedding, np.float32), reader.raw_logits(enc), heatmaps,
@@ -348,14 +348,19 @@ def pointing(reader: Reader, studies: Sequence[Study],
         return {"accuracy": None, "n": 0}
     size = reader.model.config.image.image_size
     hits = n = 0
+    by_finding: dict[str, list[int]] = {}
     for s in studies:
         for finding, boxes in truth.get(s.dicom_id, {}).items():
             if finding not in s.heatmaps or not boxes:
                 continue
             point = argmax_point(s.heatmaps[finding], s.shape, size)
-            hits += any(in_box(point, b) for b in boxes)
+            hit = any(in_box(point, b) for b in boxes)
+            hits += hit
             n += 1
-    return {"accuracy": _ratio(hits, n), "n": n}
+            by_finding.setdefault(finding, []).append(int(hit))
+    return {"accuracy": _ratio(hits, n), "n": n,
+            "by_finding": {f: _ratio(sum(v), len(v)) for f, v in sorted(by_finding.items())},
+            "n_by_finding": {f: len(v) for f, v in sorted(by_finding.items())}}
 
 
 def inject_errors(study: Study, *, seed: int = 0, backend: RewriteBackend | None = None

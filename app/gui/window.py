@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PySide6.QtCore import Qt, QThreadPool, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
@@ -604,6 +605,12 @@ class MainWindow(QMainWindow):
         image = self.viewer.image
         if heat is None or image is None or self.reader is None:
             self.viewer.set_overlay(None)
+            return
+        if not np.isfinite(heat).any():  # nothing stands out of the film's own background
+            self.viewer.set_overlay(None)
+            self.statusBar().showMessage(
+                f"No focal evidence for {flag.entity.lower()}: the model's evidence is spread "
+                "over the film, so none is drawn.", 8_000)
             return
         try:
             size = int(self.reader.model.config.image.image_size)
