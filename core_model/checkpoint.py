@@ -69,6 +69,16 @@ INTENDED_USE = (
 )
 
 
+def trained_on_synthetic(manifest: dict[str, Any]) -> bool:
+    """Whether a checkpoint's training data was synthetic (a phantom world): recorded by
+    ``concord train`` under ``extra.training_data.synthetic``, else read from its data line."""
+    extra = manifest.get("extra") or {}
+    recorded = (extra.get("training_data") or {}).get("synthetic") if isinstance(extra, dict) else None
+    if isinstance(recorded, bool):
+        return recorded
+    return "phantom" in str(manifest.get("data") or "").lower()
+
+
 class CheckpointError(Exception):
     """A checkpoint that cannot be saved or loaded; the message is one line."""
 

@@ -303,3 +303,27 @@ def test_an_image_the_model_cannot_read_gets_a_banner_no_flags_and_an_audit(qtbo
     qtbot.waitUntil(lambda: window.reading.study_id != study and window.image_banner.isVisible()
                     and window.editor.checked_text() == window.editor.text(), timeout=10_000)
     assert window.flags_panel.reviews() == []
+
+
+def test_a_model_trained_on_synthetic_images_says_so_outside_the_demo_too(qtbot, storage,
+                                                                          tmp_path):
+    from app.demo import DEMO_MODEL_DIR
+
+    window = MainWindow(storage, model_dir=DEMO_MODEL_DIR, autosave_s=60.0)  # not --demo
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitUntil(lambda: window.reader is not None, timeout=60_000)
+    assert window.banner.isVisible() and "trained only on synthetic" in window.banner.text()
+    study = window.worklist.study_ids()[0]
+    window.worklist.select_study(study)
+    qtbot.waitUntil(lambda: window.reading.study_id == study and window.editor.checked_text()
+                    == window.editor.text() and not window.editor.is_busy(), timeout=60_000)
+    for row in range(len(window.flags_panel.reviews())):
+        window.flags_panel.dismiss(row, "Clinically insignificant")
+    assert window.sign() is True
+    text = open(window.export_report("txt", str(tmp_path / "r.txt")), encoding="utf-8").read()
+    assert "Model note:" in text and "synthetic (phantom) images only" in text
+    sr = pydicom.dcmread(window.export_sr(str(tmp_path / "sr.dcm")))
+    notes = [i.TextValue for i in _walk(sr) if i.get("ValueType") == "TEXT"
+             and i.ConceptNameCodeSequence[0].CodeValue == "MODEL-NOTE"]
+    assert notes and "not for clinical use" in notes[0]

@@ -46,6 +46,9 @@ def test_run_emits_progress_and_resume_is_exact(world, tmp_path):
     reader = Reader(full)
     assert reader.image_description is not None
     assert reader.image_description.provenance["threshold_from"].startswith("a held-out tenth")
+    # the model card names the training data, and that it was synthetic
+    assert reader.checkpoint.manifest["extra"]["training_data"] == {"synthetic": True}
+    assert reader.checkpoint.manifest["data"].endswith("(a synthetic phantom world)")
 
     with pytest.raises(TrainingCancelled) as stopped:
         train(CONFIG, world, tmp_path / "split", emit=lambda e: None, stop_after=2)

@@ -62,6 +62,7 @@ from core_model.text.rewrite import get_backend
 from training.config import TrainConfig, uses_bf16
 from training.loop import LossInputs, batch_targets, batch_texts, lr_at, make_optimiser
 from training.pairs import Pair
+from training.phantom.writer import WORLD_JSON
 
 STATE_TENSORS = "trainer_state.safetensors"
 STATE_JSON = "trainer_state.json"
@@ -412,7 +413,9 @@ def train(
     bank = (build_prompt_bank((p.text for p in pairs), per_finding=config.prompts_per_finding,
                               source=f"train split of {data_root}")
             if config.prompts_per_finding and d.main else None)
-    described = f"{len(pairs)} training images from {data_root}"  # every saved model's card says it
+    synthetic = (Path(data_root) / WORLD_JSON).is_file()
+    described = (f"{len(pairs)} training images from {data_root}"  # every saved model's card says it
+                 + (" (a synthetic phantom world)" if synthetic else ""))
     emit({"event": "data", "train_pairs": len(pairs), "skipped": skipped,
           "validation_triples": len(triples)})
     if len(pairs) < config.batch_size:
@@ -545,7 +548,9 @@ def train(
             metrics.update({"train_steps_best": record["best_step"],
                             "validation_cxr_align": record.get("best_detail")})
         save_checkpoint(model, tokenizer, final, variant=config.variant, metrics=metrics,
-                        data_description=described, prompts=bank)
+                        data_description=described, prompts=bank,
+                        extra={"training_data": {
+                            "synthetic": described.endswith("(a synthetic phantom world)")}})
         _fit_image_check(final, model, pairs, val_pairs, config, described, emit)
     _barrier(d)
     emit({"event": "done", "step": step, "model": str(final)})

@@ -46,6 +46,7 @@ NO_DISCREPANCY = concord("NO-DISCREPANCY", "No report-image discrepancy found")
 DISCREPANCIES = concord("DISCREPANCIES", "Report-image discrepancies found")
 REPORT_TEXT = concord("REPORT-TEXT", "Report text checked")
 ADDENDUM = concord("ADDENDUM", "Signed addendum to the report")
+MODEL_NOTE = concord("MODEL-NOTE", "Note on the algorithm's training data")
 
 # ---------------------------------------------------------------- per flag (TID 1501)
 FINDING = dcm("121071", "Finding")

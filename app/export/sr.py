@@ -204,6 +204,7 @@ def write_sr(
     signer_login: str | None = None,
     institution_name: str | None = None,
     addenda: Sequence[str] = (),
+    model_note: str | None = None,
 ) -> Path:
     """Write the AI results of one study as a DICOM SR file at ``path``; returns the path.
 
@@ -228,6 +229,7 @@ def write_sr(
         signer_login=signer_login,
         institution_name=institution_name,
         addenda=addenda,
+        model_note=model_note,
     )
     return atomic_write_bytes(path, sr_bytes(document))
 
@@ -263,6 +265,7 @@ def build_sr(
     signer_login: str | None = None,
     institution_name: str | None = None,
     addenda: Sequence[str] = (),
+    model_note: str | None = None,
 ) -> EnhancedSR:
     """The SR document of :func:`write_sr`, in memory (a highdicom ``EnhancedSR``)."""
     if not isinstance(model_version, str) or not model_version.strip():
@@ -299,7 +302,7 @@ def build_sr(
         )
     except (ValueError, TypeError, AttributeError) as exc:
         raise ExportError(f"cannot build the SR content: {exc}") from exc
-    report[0].ContentSequence.append(_summary(bool(reviewed), report_text, addenda))
+    report[0].ContentSequence.append(_summary(bool(reviewed), report_text, addenda, model_note))
 
     try:
         document = EnhancedSR(
@@ -480,7 +483,8 @@ def _no_discrepancy_group(
 
 
 def _summary(
-    any_flags: bool, report_text: str | None, addenda: Sequence[str] = ()
+    any_flags: bool, report_text: str | None, addenda: Sequence[str] = (),
+    model_note: str | None = None,
 ) -> ContainerContentItem:
     """TID 1500 row 12: the document-level qualitative evaluations."""
     container = ContainerContentItem(
@@ -491,6 +495,8 @@ def _summary(
     if report_text and report_text.strip():
         items.append(_text(codes.REPORT_TEXT, report_text))
     items += [_text(codes.ADDENDUM, a) for a in addenda if a and a.strip()]
+    if model_note:
+        items.append(_text(codes.MODEL_NOTE, model_note))
     container.ContentSequence = items
     return container
 

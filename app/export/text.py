@@ -46,6 +46,8 @@ class SignedReport:
     addenda: tuple[tuple[str, str, datetime], ...] = ()
     #: Issued as a preliminary report (not signed final yet).
     preliminary: bool = False
+    #: What the report must say of the model that checked it (e.g. trained on synthetic images).
+    model_note: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.text, str):
@@ -118,6 +120,8 @@ class SignedReport:
             ("Issued at" if self.preliminary else "Signed at", format_datetime(self.signed_at)),
             ("Model version", self.model_version or "(no AI check recorded)"),
         ]
+        if self.model_note:
+            rows.append(("Model note", self.model_note))
         return rows
 
     def file_name(self, suffix: str) -> str:

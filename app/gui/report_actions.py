@@ -10,6 +10,7 @@ its addenda, never the editor's.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -151,6 +152,9 @@ class ReportActions:
             return None
         try:
             report = self.reading.signed_report()
+            note = w.model_note_for(report.model_version)
+            if note:
+                report = dataclasses.replace(report, model_note=note)
         except (ExportError, StorageError) as exc:
             w._error("Export failed", str(exc))
             return None
@@ -211,7 +215,8 @@ class ReportActions:
                      addenda=[f"{a.text}\n(signed by {a.author}, {a.created_at.isoformat()})"
                               for a in state.addenda],
                      signer=state.signed_by if state.signed else None,
-                     signer_login=user.username if user else None)
+                     signer_login=user.username if user else None,
+                     model_note=w.model_note_for(model_version))
             w.storage.audit("sr.export", ("study", study.study_id),
                             {"path": str(path), "version": state.version,
                              "addenda": len(state.addenda)})

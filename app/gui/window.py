@@ -370,11 +370,44 @@ class MainWindow(QMainWindow):
         self.model_banner.hide()
         self.reading.model_version = self.model_version
         self._update_checking()
+        self._show_model_banner(reader)
         self.editor.set_reader(reader)
         self._apply_sensitivity()
         self._open_prior_index()
         if self._study is not None:
             self.editor.recheck_now()
+
+    def _show_model_banner(self, reader: Any) -> None:
+        """The demo's banner, and the same for any model trained on synthetic images only."""
+        if self.demo:
+            return
+        synthetic = self.model_note_for(getattr(reader, "model_version", None)) is not None
+        self.banner.setText(
+            f"Model {self.model_version} was trained only on synthetic (phantom) images: its "
+            "flags are not for clinical use.")
+        self.banner.setVisible(synthetic)
+
+    def model_note_for(self, model_version: str | None) -> str | None:
+        """What the exports must say of the model that checked a report: that it was trained
+        on synthetic images only (None when it was not, or is not known)."""
+        from core_model.checkpoint import trained_on_synthetic
+
+        note = "trained on synthetic (phantom) images only: not for clinical use"
+        checkpoint = getattr(self.reader, "checkpoint", None)
+        if checkpoint is not None and model_version in (None, self.model_version):
+            return note if trained_on_synthetic(checkpoint.manifest) else None
+        if model_version is None:
+            return None
+        from app.admin.commands import read_model_manifest
+
+        try:
+            for record in self.storage.models():
+                manifest = read_model_manifest(record.path)
+                if manifest.get("model_version") == model_version:
+                    return note if trained_on_synthetic(manifest) else None
+        except StorageError:
+            return None
+        return None
 
     def _model_failed(self, message: str) -> None:
         self.reader = None
