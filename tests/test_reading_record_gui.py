@@ -222,7 +222,7 @@ def test_edit_without_a_change_resolves_nothing_and_accepted_flags_reach_the_sr(
                     and window.editor.checked_text() == window.editor.text(), timeout=10_000)
     window.flags_panel.edit(row_of(window, "Lung Lesion"))  # the E key: no text typed after it
     window.flags_panel.dismiss(row_of(window, "Pneumothorax"), "Correctly described")
-    assert window.flags_panel.summary() == "2 flags, 2 reviewed"
+    assert window.flags_panel.summary() == "2 flags, 2 reviewed; 1 awaiting an edit"
     assert window.sign() is False
     assert "marked for an edit, but the report still says it" in \
         window.statusBar().currentMessage()
@@ -242,7 +242,7 @@ def test_edit_without_a_change_resolves_nothing_and_accepted_flags_reach_the_sr(
     assert any("Pneumothorax" in m for m in meanings) and any("Lung" in m for m in meanings)
 
 
-def test_a_preliminary_report_says_when_it_changed_after_it_was_issued(qtbot, storage):
+def test_a_preliminary_report_says_when_it_changed_after_it_was_issued(qtbot, storage, tmp_path):
     window = make_window(qtbot, storage)
     study = window.worklist.study_ids()[0]
     open_study(qtbot, window, study)
@@ -252,10 +252,14 @@ def test_a_preliminary_report_says_when_it_changed_after_it_was_issued(qtbot, st
     assert window.signed_label.text().startswith("Preliminary: issued by alice")
     assert "still editable" in window.signed_label.text()
     assert not window.editor.text_edit().isReadOnly()
+    issued = window.editor.text()
     window.editor.text_edit().insertPlainText("Addition. ")
     assert window.save()
-    window._set_signed(window.reading.state)
-    assert "changed since it was issued" in window.signed_label.text()
+    assert "changed since it was issued" in window.signed_label.text()  # at once, on the save
+    # the export is what was issued, not what was typed since
+    exported = open(window.export_report("txt", str(tmp_path / "p.txt")), encoding="utf-8").read()
+    assert "(preliminary)" in exported and issued.rstrip() in exported
+    assert "Addition." not in exported
     assert [row.status for row in window.worklist.rows() if row.study_id == study] == ["preliminary"]
 
 
@@ -272,7 +276,10 @@ class RefusingReader(SameFindingReader):
             return CheckResult([], {}, [verdict.reason], self.model_version, "stub", verdict)
         for flag in result.flags:
             flag.unreliable = True
-        return CheckResult(result.flags, {}, [], self.model_version, "stub", verdict)
+        long = [verdict.reason.replace("no flags are shown", "the flags shown are unreliable"),
+                "not checked, the model does not see them reliably (validation AUC below 0.70): "
+                "fracture, lung lesion, pleural other, pneumonia, lung opacity, atelectasis"]
+        return CheckResult(result.flags, {}, long, self.model_version, "stub", verdict)
 
 
 def test_an_image_the_model_cannot_read_gets_a_banner_no_flags_and_an_audit(qtbot, storage):
@@ -291,6 +298,7 @@ def test_an_image_the_model_cannot_read_gets_a_banner_no_flags_and_an_audit(qtbo
     [entry] = storage.audit_log(action="image_check.refuse")
     assert entry.details["score"] == 6.1 and entry.target_id == str(study)
 
+    width, viewer = window.width(), window.viewer.width()
     window.image_banner.button.click()  # the reader asks for the flags anyway
     qtbot.waitUntil(lambda: bool(window.flags_panel.reviews()), timeout=10_000)
     assert all(r.flag.unreliable for r in window.flags_panel.reviews())
@@ -298,6 +306,9 @@ def test_an_image_the_model_cannot_read_gets_a_banner_no_flags_and_an_audit(qtbo
     assert "the flags shown are unreliable" in window.image_banner.label.text()
     assert not window.image_banner.button.isVisible()
     assert storage.audit_log(action="image_check.override")
+    qtbot.wait(50)
+    # long warnings wrap: the window and the image keep their size
+    assert window.width() == width and window.viewer.width() >= viewer - 2
 
     window.worklist.select_study(window.worklist.study_ids()[1])  # the next study asks again
     qtbot.waitUntil(lambda: window.reading.study_id != study and window.image_banner.isVisible()

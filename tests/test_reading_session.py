@@ -520,7 +520,7 @@ def test_accept_and_edit_ask_for_a_change_the_text_must_show_before_sign_off(ses
     reading.decide(by_kind["contradiction"].record_id, "accepted")
     reading.decide(by_kind["unsupported"].record_id, "edited")
     reading.decide(by_kind["omission"].record_id, "dismissed", "No nodule seen on image")
-    assert reading.review_state().summary() == "3 flags, 3 reviewed"
+    assert reading.review_state().summary() == "3 flags, 3 reviewed; 2 awaiting an edit"
     with pytest.raises(SignOffBlocked, match="2 flag\\(s\\) accepted or marked for an edit, "
                                              "but the report still says it"):
         reading.sign(text)

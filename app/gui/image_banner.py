@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSizePolicy, QWidget
 
 
 class ImageCheckBanner(QWidget):
@@ -26,6 +26,7 @@ class ImageCheckBanner(QWidget):
         self.setAutoFillBackground(True)
         self.label = QLabel(self)
         self.label.setWordWrap(True)
+        self.label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.button = QPushButton("Show the flags anyway (unreliable)", self)
         self.button.setToolTip("check this study even though the model cannot read its images "
                                "reliably; every flag is marked unreliable and the choice is audited")
@@ -36,7 +37,8 @@ class ImageCheckBanner(QWidget):
         layout.addWidget(self.button)
         self.hide()
 
-    def show_verdict(self, verdict: Any, model: str, *, shown_anyway: bool) -> None:
+    def show_verdict(self, verdict: Any, model: str, *, shown_anyway: bool,
+                     signed: bool = False) -> None:
         """Show (or hide) the banner for a check's image verdict."""
         if verdict is None or verdict.accepted:
             self.hide()
@@ -54,5 +56,5 @@ class ImageCheckBanner(QWidget):
         else:
             text = f"This image cannot be checked by model {model}: {verdict.reason}. No flags are shown."
         self.label.setText(text)
-        self.button.setVisible(overridable and not shown_anyway)
+        self.button.setVisible(overridable and not shown_anyway and not signed)
         self.show()

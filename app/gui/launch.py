@@ -197,8 +197,9 @@ def _message(title: str, text: str) -> None:
     on it (or no screen): a script or a terminal user is not left waiting on a window."""
     if os.environ.get("QT_QPA_PLATFORM") == "offscreen" or os.environ.get("CONCORD_NO_DIALOGS"):
         return
-    if sys.stderr is not None and sys.stderr.isatty():
-        return
+    streams = (sys.stdin, sys.stdout, sys.stderr)
+    if any(s is not None and hasattr(s, "isatty") and s.isatty() for s in streams):
+        return  # started from a terminal: the line printed there says it
     from PySide6.QtWidgets import QMessageBox
 
     QMessageBox.critical(None, title, text)

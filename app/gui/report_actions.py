@@ -12,11 +12,19 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QEventLoop, QStandardPaths, QTimer
-from PySide6.QtWidgets import QApplication, QFileDialog, QInputDialog, QLabel, QWidget
+from PySide6.QtWidgets import (
+    QApplication,
+    QFileDialog,
+    QInputDialog,
+    QLabel,
+    QMessageBox,
+    QWidget,
+)
 
 from app.storage import StorageError
 
@@ -69,6 +77,10 @@ class ReportActions:
             QStandardPaths.StandardLocation.DocumentsLocation)
         return Path(documents) if documents and Path(documents).is_dir() else Path.home()
 
+    def import_folder(self) -> Path:
+        """Where the import dialogs start: the home folder, never the program's folder."""
+        return Path.home()
+
     @property
     def reading(self) -> Any:
         return self.window.reading
@@ -84,6 +96,8 @@ class ReportActions:
             w._error(what, "the report is already signed; add an addendum for a change")
             return False
         self.wait_for_current_check()
+        if w.image_banner.isVisible() and not self._confirm_unchecked(what):
+            return False
         try:
             state = self.reading.sign(w.editor.text(), preliminary=preliminary)
         except StorageError as exc:
@@ -93,6 +107,20 @@ class ReportActions:
         w.refresh_worklist()
         w.statusBar().showMessage("Issued as preliminary." if preliminary else "Report signed.",
                                   10_000)
+        return True
+
+    def _confirm_unchecked(self, what: str) -> bool:
+        """The model could not read this study's images: the reader confirms signing without
+        its check (always recorded: the refusal is in the audit log)."""
+        if os.environ.get("CONCORD_NO_DIALOGS"):
+            return True
+        answer = QMessageBox.question(
+            self.window, "Sign without the model's check?",
+            "The model could not check this study: its image is unlike the images it was "
+            "trained on, so no flags were shown. Sign the report anyway?")
+        if answer != QMessageBox.StandardButton.Yes:
+            self.window.statusBar().showMessage(f"{what}: cancelled.", 10_000)
+            return False
         return True
 
     def wait_for_current_check(self) -> None:

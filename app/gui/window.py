@@ -575,7 +575,8 @@ class MainWindow(QMainWindow):
         if self._study is None:
             return
         shown_anyway = self.editor.shows_unreliable()
-        self.image_banner.show_verdict(verdict, self.model_version or "?", shown_anyway=shown_anyway)
+        self.image_banner.show_verdict(verdict, self.model_version or "?", shown_anyway=shown_anyway,
+                                       signed=self.reading.signed)
         if verdict is None or verdict.accepted:
             return
         mark = (self._study.study_id, verdict.reason + str(shown_anyway))
@@ -608,8 +609,7 @@ class MainWindow(QMainWindow):
         self.flags_panel.set_reviews(self.reading.reviews())
         self.flags_panel.set_read_only(self.reading.signed)
         review = self.reading.review_state()
-        resolved = len(review.resolved) if review is not None else 0
-        self.flags_panel.set_note(f"{resolved} resolved by an edit" if resolved else "")
+        self.flags_panel.set_note("; ".join(review.extras()) if review is not None else "")
 
     def _approve_decision(self, review: FlagReview, decision: str, reason: str | None) -> bool:
         """A decision from the panel: recorded by the reading session, or refused."""
@@ -675,6 +675,8 @@ class MainWindow(QMainWindow):
 
     def _on_saved(self, state: Any, kind: str) -> None:
         self.save_label.setText(f"{'Autosaved' if kind == 'autosave' else 'Saved'} v{state.version}")
+        if state.preliminary:
+            self._set_signed(state)  # "changed since it was issued" as soon as it is
         if kind != "autosave":
             self.refresh_worklist()
 
@@ -709,7 +711,8 @@ class MainWindow(QMainWindow):
         from app.importer import import_dicom_folder
 
         if folder is None:
-            folder = QFileDialog.getExistingDirectory(self, "Import a folder of DICOM files")
+            folder = QFileDialog.getExistingDirectory(self, "Import a folder of DICOM files",
+                                                      str(self.report_actions.import_folder()))
             if not folder:
                 return None
         return self._import(folder, "Reading DICOM headers\u2026",
@@ -721,7 +724,8 @@ class MainWindow(QMainWindow):
         from app.importer import import_mimic
 
         if root is None:
-            root = QFileDialog.getExistingDirectory(self, "Import a MIMIC-layout dataset")
+            root = QFileDialog.getExistingDirectory(self, "Import a MIMIC-layout dataset",
+                                                    str(self.report_actions.import_folder()))
             if not root:
                 return None
         return self._import(root, "Reading the dataset\u2026",

@@ -25,7 +25,15 @@ from PySide6.QtGui import (
     QTextCursor,
     QTextDocument,
 )
-from PySide6.QtWidgets import QLabel, QPlainTextEdit, QTextEdit, QToolTip, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QLabel,
+    QPlainTextEdit,
+    QSizePolicy,
+    QTextEdit,
+    QToolTip,
+    QVBoxLayout,
+    QWidget,
+)
 
 from app.report.style import EDITOR_FONT_FAMILIES, SELECTED_BACKGROUND, kind_color, kind_label
 from app.report.worker import CheckWorker
@@ -106,6 +114,8 @@ class ReportEditor(QWidget):
         self._status = QLabel(self)
         self._status.setObjectName("checkStatus")
         self._status.setStyleSheet("color: #546e7a; padding: 2px 4px;")
+        self._status.setWordWrap(True)  # long warnings wrap; they never widen the window
+        self._status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(2)

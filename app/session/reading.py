@@ -351,6 +351,11 @@ class ReadingSession:
             raise InvalidInput("no study is open")
         study = self.storage.study(self.study_id)
         state = self.storage.report(self.study_id)
+        if state.preliminary:  # what was issued, not what was typed since
+            issued = [v for v in self.storage.report_history(self.study_id)
+                      if v.kind == "preliminary"]
+            if issued:
+                state = dataclasses.replace(state, text=issued[-1].text)
         user = self.storage.user(state.signed_by) if state.signed_by else None
         return SignedReport.from_records(
             study, state, signer_name=(user.display_name or None) if user else None)

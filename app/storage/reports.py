@@ -420,13 +420,21 @@ class ReviewState:
         """Current flags accepted or marked for an edit that the text does not show yet."""
         return [f for f in self.flags if resolves_by_edit(f.decision)]
 
-    def summary(self) -> str:
-        """``4 flags, 3 reviewed`` (what the flags panel says)."""
-        n = len(self.flags)
-        text = f"{n} flag{'s' if n != 1 else ''}, {self.reviewed_count} reviewed"
+    def extras(self) -> list[str]:
+        """What the count of reviewed flags does not say: flags awaiting the edit they were
+        accepted or marked for, and flags an edit resolved."""
+        out = []
+        if self.unresolved:
+            out.append(f"{len(self.unresolved)} awaiting an edit")
         if self.resolved:
-            text += f"; {len(self.resolved)} resolved by an edit"
-        return text
+            out.append(f"{len(self.resolved)} resolved by an edit")
+        return out
+
+    def summary(self) -> str:
+        """``4 flags, 3 reviewed`` and :meth:`extras` (what the flags panel says)."""
+        n = len(self.flags)
+        return "; ".join([f"{n} flag{'s' if n != 1 else ''}, {self.reviewed_count} reviewed",
+                          *self.extras()])
 
     @property
     def sign_obstacle(self) -> StorageError | None:
