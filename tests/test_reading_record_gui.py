@@ -49,9 +49,9 @@ def storage(demo_storage):
     return demo_storage
 
 
-def make_window(qtbot, storage: Storage) -> MainWindow:
+def make_window(qtbot, storage: Storage, reader=None) -> MainWindow:
     window = MainWindow(storage, model_dir="stub", autosave_s=60.0,
-                        reader_factory=lambda _d: SameFindingReader())
+                        reader_factory=lambda _d: reader or SameFindingReader())
     window.editor.set_debounce_ms(30)
     qtbot.addWidget(window)
     window.show()
@@ -283,12 +283,7 @@ class RefusingReader(SameFindingReader):
 
 
 def test_an_image_the_model_cannot_read_gets_a_banner_no_flags_and_an_audit(qtbot, storage):
-    window = MainWindow(storage, model_dir="stub", autosave_s=60.0,
-                        reader_factory=lambda _d: RefusingReader())
-    window.editor.set_debounce_ms(30)
-    qtbot.addWidget(window)
-    window.show()
-    qtbot.waitUntil(lambda: window.reader is not None, timeout=10_000)
+    window = make_window(qtbot, storage, RefusingReader())
     study = window.worklist.study_ids()[0]
     window.worklist.select_study(study)
     qtbot.waitUntil(lambda: window.image_banner.isVisible(), timeout=10_000)

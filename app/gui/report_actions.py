@@ -192,10 +192,19 @@ class ReportActions:
                 "PDF (*.pdf)" if fmt == "pdf" else "Text (*.txt)")
             if not path:
                 return None
+        writer = write_report_pdf if fmt == "pdf" else write_report_text
+        return self._written(lambda: writer(path, report), path, "report.export",
+                             {"format": fmt, "addenda": len(report.addenda)})
+
+    def _written(self, write: Any, path: str, action: str, details: dict[str, Any]) -> str | None:
+        """Write an export, audit it, and remember its folder; None (with a message) on failure."""
+        from app.export import ExportError
+
+        w = self.window
+        assert w._study is not None
         try:
-            (write_report_pdf if fmt == "pdf" else write_report_text)(path, report)
-            w.storage.audit("report.export", ("study", w._study.study_id),
-                            {"format": fmt, "path": str(path), "addenda": len(report.addenda)})
+            write()
+            w.storage.audit(action, ("study", w._study.study_id), {"path": str(path), **details})
         except (ExportError, StorageError) as exc:
             w._error("Export failed", str(exc))
             return None
@@ -207,7 +216,7 @@ class ReportActions:
         """The AI results (flags and decisions) as a DICOM Structured Report: for a signed
         report, its final flags with the signed text and addenda; for a draft, the current
         flags with the saved draft."""
-        from app.export import ExportError, read_sources, sr_file_name, write_sr
+        from app.export import read_sources, sr_file_name, write_sr
 
         w = self.window
         study = w._study
@@ -237,23 +246,15 @@ class ReportActions:
         model_version = (flags[0].model_version if flags else None) or state.model_version \
             or w.model_version or "none"
         user = w.user()
-        try:
-            write_sr(path, study.images, items, model_version=model_version,
-                     report_text=state.text,
-                     addenda=[f"{a.text}\n(signed by {a.author}, {a.created_at.isoformat()})"
-                              for a in state.addenda],
-                     signer=state.signed_by if state.signed else None,
-                     signer_login=user.username if user else None,
-                     model_note=w.model_note_for(model_version))
-            w.storage.audit("sr.export", ("study", study.study_id),
-                            {"path": str(path), "version": state.version,
-                             "addenda": len(state.addenda)})
-        except (ExportError, StorageError) as exc:
-            w._error("Export failed", str(exc))
-            return None
-        self._last_folder = Path(path).parent
-        w.statusBar().showMessage(f"Exported {path}", 10_000)
-        return str(path)
+        addenda = [f"{a.text}\n(signed by {a.author}, {a.created_at.isoformat()})"
+                   for a in state.addenda]
+        return self._written(
+            lambda: write_sr(path, study.images, items, model_version=model_version,
+                             report_text=state.text, addenda=addenda,
+                             signer=state.signed_by if state.signed else None,
+                             signer_login=user.username if user else None,
+                             model_note=w.model_note_for(model_version)),
+            path, "sr.export", {"version": state.version, "addenda": len(state.addenda)})
 
     # ----------------------------------------------------------------- the draft
 
