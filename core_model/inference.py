@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from core_model.domain.flags import KIND_ORDER, FlagKind
+from core_model.flag_rules import Points, Statement, raise_flags
 from core_model.image_check import (
     ImageCheck,
     ImageCheckError,
@@ -443,39 +444,39 @@ class Reader:
             warnings.append(
                 f"not checked, the model does not see them reliably (validation AUC below "
                 f"{self.min_auc:.2f}): " + ", ".join(f.lower() for f in unreliable))
-        flags: list[Flag] = []
+        mentioned, statements = self.statements(encoding, labels)
+        points = {f: Points.of(self.calibration.get(f)) for f in FINDINGS}
+        checked = frozenset(f for f in FINDINGS if f not in unreliable)
+        flags = []
+        for r in raise_flags(statements, mentioned, probs, points, checked):
+            extra: dict[str, Any] = {}
+            if r.statement is not None:
+                extra = {"sentence": r.statement.sentence, "span": r.statement.span,
+                         "alignment": r.statement.alignment}
+            flags.append(self._flag(r.kind, r.entity, r.report_says, r.probability, encoding,
+                                    heatmaps, **extra))
+        return _dedupe(flags)
+
+    def statements(self, encoding: _ImageEncoding, labels: Any) -> tuple[set[str], list[Statement]]:
+        """Every finding a labelled report mentions, and its present / absent statements with
+        the image's alignment (the sentence against the same with its assertion flipped)."""
         mentioned: set[str] = set()
-        statements: list[tuple[Any, Any]] = []
+        pairs: list[tuple[Any, Any]] = []
         for sentence in labels.sentences:
             for m in sentence.mentions:
                 mentioned.add(m.observation)
                 if m.assertion in (Assertion.PRESENT, Assertion.ABSENT):
-                    statements.append((sentence, m))
+                    pairs.append((sentence, m))
         # One text batch for every sentence and its flipped version (cached per sentence).
-        flipped = [_flip(m.observation, m.assertion) for _, m in statements]
-        texts = [s.text for s, _ in statements] + flipped
-        emb = self.embed_texts(texts)
-        n = len(statements)
-        for i, (sentence, m) in enumerate(statements):
-            p = probs[m.observation]
-            align = float(encoding.embedding @ emb[i] - encoding.embedding @ emb[n + i])
-            kind = None
-            if m.assertion is Assertion.ABSENT and p >= self.threshold(m.observation) and align < 0:
-                kind = "contradiction"
-            elif m.assertion is Assertion.PRESENT and p < self.absent_threshold(m.observation) and align < 0:
-                kind = "contradiction"
-            elif m.assertion is Assertion.PRESENT and p < self.threshold(m.observation):
-                kind = "unsupported"
-            if kind is None or m.observation in unreliable:
-                continue
-            flags.append(self._flag(kind, m.observation, m.assertion.value, p, encoding, heatmaps,
-                                    sentence=sentence.text, span=(sentence.start, sentence.end), alignment=align))
-        for finding in FINDINGS:
-            if (finding not in mentioned and finding not in unreliable
-                    and probs[finding] >= self.threshold(finding)):
-                flags.append(self._flag("omission", finding, Assertion.NOT_MENTIONED.value, probs[finding],
-                                        encoding, heatmaps))
-        return _dedupe(flags)
+        flipped = [_flip(m.observation, m.assertion) for _, m in pairs]
+        emb = self.embed_texts([s.text for s, _ in pairs] + flipped)
+        n = len(pairs)
+        statements = [
+            Statement(m.observation, m.assertion, sentence.text, (sentence.start, sentence.end),
+                      float(encoding.embedding @ emb[i] - encoding.embedding @ emb[n + i]))
+            for i, (sentence, m) in enumerate(pairs)
+        ]
+        return mentioned, statements
 
     def _flag(self, kind: str, finding: str, says: str, p: float, encoding: _ImageEncoding, heatmaps: bool,
               **extra: Any) -> Flag:

@@ -1,0 +1,102 @@
+"""When the image and a statement disagree enough to raise a flag: the rules, apart from the model.
+
+The model gives, per finding, a calibrated probability that the image shows
+it, and per statement an alignment (does the image match the sentence better
+than the same sentence with its assertion flipped). Operating points turn
+those into flags:
+
+``contradiction``
+    the report denies a finding the image shows (probability at or above the
+    finding's ``present`` point, and the image matches the denial worse than its
+    opposite), or asserts one the image confidently lacks (below the ``absent``
+    point, and the image matches the assertion worse);
+``unsupported``
+    the report asserts a finding the image does not support (below ``present``,
+    not confidently absent);
+``omission``
+    the image shows a finding (at or above ``present``) the report does not
+    mention at all.
+
+Keeping the rules apart from the model lets the evaluation replay a check at
+any operating points without running the model again, which is how the
+operating points themselves are chosen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from core_model.text.observations import FINDINGS, Assertion
+
+
+@dataclass(frozen=True)
+class Statement:
+    """What one sentence of the report says of one finding, and how the image aligns with it."""
+
+    entity: str
+    assertion: Assertion
+    sentence: str
+    span: tuple[int, int]
+    alignment: float
+
+
+@dataclass(frozen=True)
+class Points:
+    """One finding's operating points, on the calibrated probability."""
+
+    present: float
+    absent: float
+
+    @classmethod
+    def of(cls, calibration: Mapping[str, float] | None) -> Points:
+        """From a ``calibration.json`` entry (``threshold``, ``absent_threshold``)."""
+        entry = calibration or {}
+        present = float(entry.get("threshold", 0.5))
+        return cls(present, float(entry.get("absent_threshold", min(0.2, present / 2))))
+
+
+@dataclass(frozen=True)
+class Raised:
+    """One flag the rules raise: its kind, finding, what the report says, the probability,
+    and the statement it is about (None for an omission)."""
+
+    kind: str
+    entity: str
+    report_says: str
+    probability: float
+    statement: Statement | None = None
+
+
+def raise_flags(statements: Sequence[Statement], mentioned: set[str] | frozenset[str],
+                probabilities: Mapping[str, float], points: Mapping[str, Points],
+                checked: set[str] | frozenset[str]) -> list[Raised]:
+    """The flags of one report against one image. ``statements`` are its present / absent
+    statements, ``mentioned`` every finding it mentions (hedged ones too: they are no
+    omission); ``checked`` the findings the model checks (others raise nothing) and
+    ``points`` their operating points."""
+    out: list[Raised] = []
+    for s in statements:
+        if s.entity not in checked:
+            continue
+        p = probabilities[s.entity]
+        point = points[s.entity]
+        kind = None
+        if s.assertion is Assertion.ABSENT and p >= point.present and s.alignment < 0:
+            kind = "contradiction"
+        elif s.assertion is Assertion.PRESENT and p < point.absent and s.alignment < 0:
+            kind = "contradiction"
+        elif s.assertion is Assertion.PRESENT and p < point.present:
+            kind = "unsupported"
+        if kind is not None:
+            out.append(Raised(kind, s.entity, s.assertion.value, p, s))
+    for finding in FINDINGS:
+        if finding in checked and finding not in mentioned and finding not in {
+                s.entity for s in statements}:
+            p = probabilities[finding]
+            if p >= points[finding].present:
+                out.append(Raised("omission", finding, Assertion.NOT_MENTIONED.value, p))
+    return out
+
+
+__all__ = ["Points", "Raised", "Statement", "raise_flags"]
