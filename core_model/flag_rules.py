@@ -11,8 +11,8 @@ those into flags:
     opposite), or asserts one the image confidently lacks (below the ``absent``
     point, and the image matches the assertion worse);
 ``unsupported``
-    the report asserts a finding the image does not support (below ``present``,
-    not confidently absent);
+    the report asserts a finding the image does not support (below the
+    ``unsupported`` point, not a contradiction);
 ``omission``
     the image shows a finding (at or above ``present``) the report does not
     mention at all.
@@ -47,13 +47,17 @@ class Points:
 
     present: float
     absent: float
+    unsupported: float
 
     @classmethod
     def of(cls, calibration: Mapping[str, float] | None) -> Points:
-        """From a ``calibration.json`` entry (``threshold``, ``absent_threshold``)."""
+        """From a ``calibration.json`` entry (``threshold``, ``absent_threshold`` and
+        ``unsupported_threshold``; an entry without the last flags an assertion as unsupported
+        below ``threshold``, as operating points fitted for a sensitivity did)."""
         entry = calibration or {}
         present = float(entry.get("threshold", 0.5))
-        return cls(present, float(entry.get("absent_threshold", min(0.2, present / 2))))
+        absent = float(entry.get("absent_threshold", min(0.2, present / 2)))
+        return cls(present, absent, float(entry.get("unsupported_threshold", present)))
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,7 @@ def raise_flags(statements: Sequence[Statement], mentioned: set[str] | frozenset
             kind = "contradiction"
         elif s.assertion is Assertion.PRESENT and p < point.absent and s.alignment < 0:
             kind = "contradiction"
-        elif s.assertion is Assertion.PRESENT and p < point.present:
+        elif s.assertion is Assertion.PRESENT and p < point.unsupported:
             kind = "unsupported"
         if kind is not None:
             out.append(Raised(kind, s.entity, s.assertion.value, p, s))

@@ -98,10 +98,12 @@ def test_report_has_tables_and_plots(evaluated):
     out = evaluated["out"]
     md = (out / "report.md").read_text()
     for text in ("## Headline metrics", "## Zero-shot classification",
-                 "## Calibration: operating points", "| cxr_align.A |", "| Pleural Effusion |"):
+                 "## Calibration: operating points", "| cxr_align.A |", "| Pleural Effusion |",
+                 "## Flags as a reader meets them", "| flip |", "| false_finding |"):
         assert text in md, text
     pngs = sorted(p.name for p in out.glob("*.png"))
-    assert pngs == ["headline_metrics.png", "zero_shot_auc.png", "zero_shot_roc.png"]
+    assert pngs == ["consistency_curve.png", "headline_metrics.png", "zero_shot_auc.png",
+                    "zero_shot_roc.png"]
     for name in pngs:
         assert f"]({name})" in md
         assert (out / name).read_bytes()[:8] == PNG_SIGNATURE

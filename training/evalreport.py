@@ -22,6 +22,7 @@ from training.evalrun import HEADLINE
 ROC_PNG = "zero_shot_roc.png"
 AUC_PNG = "zero_shot_auc.png"
 HEADLINE_PNG = "headline_metrics.png"
+CONSISTENCY_PNG = "consistency_curve.png"
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
 
@@ -36,8 +37,8 @@ DESCRIPTIONS = {
     "ncd.accuracy": "normal image ranks its own report above every abnormal report",
     "adversarial.accuracy": "a present finding affirmed and an absent one denied, together",
     "pointing.accuracy": "heatmap peak inside the region where the finding is drawn",
-    "consistency.precision": "flags on injected report errors that are the expected flag",
-    "consistency.recall": "injected report errors that get the expected flag",
+    "consistency.precision": "flags on drafts that catch an injected error, over all flags",
+    "consistency.recall": "injected draft errors that get the expected flag",
 }
 
 
@@ -108,6 +109,24 @@ def plot_auc(auc: Mapping[str, float], path: Path) -> None:
     _save(fig, path)
 
 
+def plot_consistency(curve: Mapping[str, Any], point: tuple[float, float] | None, path: Path) -> None:
+    """Recall of injected errors against the false-flag rate on truthful drafts."""
+    fig = _figure(5.5, 4.2)
+    ax = fig.add_subplot(111)
+    pairs = [(f, r) for f, r in zip(curve["false_flag_rate"], curve["recall"], strict=True)
+             if f is not None and r is not None]
+    if pairs:
+        xs, ys = zip(*sorted(pairs), strict=True)
+        ax.plot(xs, ys, marker="o", ms=3, label="operating points moved together")
+    if point is not None and None not in point:
+        ax.plot([point[0]], [point[1]], marker="*", ms=12, ls="", label="the model's points")
+    ax.axvline(0.05, color="grey", lw=0.8, ls="--")
+    ax.set(xlabel="truthful drafts with any flag (false-flag rate)",
+           ylabel="injected errors caught (recall)", xlim=(0, 1), ylim=(0, 1))
+    ax.legend(loc="lower right", fontsize=8)
+    _save(fig, path)
+
+
 def plot_headline(metrics: Mapping[str, Any], names: Sequence[str], path: Path) -> None:
     """Horizontal bars of the headline metrics; an unmeasured metric is marked n/a."""
     fig = _figure(7.0, 0.42 * len(names) + 1.4)
@@ -160,6 +179,8 @@ def _blocks(results: Mapping[str, Any], calibration: Mapping[str, Any], images: 
         blocks.append(_Block("image", "Headline metrics", file=HEADLINE_PNG))
     if "zero_shot" in results:
         blocks += _zero_shot_blocks(results, images)
+    if "consistency" in results:
+        blocks += _consistency_blocks(results["consistency"], images)
     if "finetune" in results:
         blocks += _finetune_blocks(results["finetune"])
     blocks += _calibration_blocks(cal, calibration)
@@ -199,6 +220,23 @@ def _zero_shot_blocks(results: Mapping[str, Any], images: Sequence[str]) -> list
     for name, title in ((ROC_PNG, "Zero-shot ROC curves"), (AUC_PNG, "Zero-shot AUC per finding")):
         if name in images:
             blocks.append(_Block("image", title, file=name))
+    return blocks
+
+
+def _consistency_blocks(c: Mapping[str, Any], images: Sequence[str]) -> list[_Block]:
+    recall, auroc = c.get("recall_by_type") or {}, c.get("auroc_by_type") or {}
+    rows = [(kind, _fmt(recall.get(kind)), _fmt(auroc.get(kind)),
+             str((c.get("injected_by_type") or {}).get(kind, ""))) for kind in recall]
+    blocks = [
+        _Block("h2", "Flags as a reader meets them"),
+        _Block("p", f"{c.get('studies_n')} studies, {c.get('drafts_n')} drafts in a phrasing family "
+                    f"no model was trained on: false-flag rate {_fmt(c.get('false_flag_rate'))} "
+                    f"(truthful drafts with any flag), precision {_fmt(c.get('precision'))}, "
+                    f"report-level detection accuracy {_fmt(c.get('report_detection_accuracy'))}."),
+        _Block("table", header=("error", "recall", "AUROC", "drafts"), rows=rows),
+    ]
+    if CONSISTENCY_PNG in images:
+        blocks.append(_Block("image", "Recall against false-flag rate", file=CONSISTENCY_PNG))
     return blocks
 
 
@@ -314,6 +352,11 @@ def write_report(results: Mapping[str, Any], calibration: Mapping[str, Any], fol
         plot_roc(curves, auc, folder / ROC_PNG)
         plot_auc(auc, folder / AUC_PNG)
         written += [ROC_PNG, AUC_PNG]
+    curve = results.get("curves", {}).get("consistency")
+    if curve:
+        c = results.get("consistency", {})
+        plot_consistency(curve, (c.get("false_flag_rate"), c.get("recall")), folder / CONSISTENCY_PNG)
+        written.append(CONSISTENCY_PNG)
     blocks = _blocks(results, calibration, written)
     (folder / REPORT_MD).write_text(render_markdown(blocks), encoding="utf-8")
     pngs = {name: (folder / name).read_bytes() for name in written}

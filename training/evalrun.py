@@ -295,6 +295,9 @@ def run_eval(
                 f: {**c, "fpr": _rounded(c["fpr"]), "tpr": _rounded(c["tpr"])}
                 for f, c in result.pop("curves").items()
             }
+        if name == "consistency":
+            curves["consistency"] = result.pop("curve")
+            curves["consistency"]["checked_findings"] = result.pop("checked_findings")
         nested[name] = result
         emit({"event": "suite", "suite": name, "seconds": timings[name],
               "metrics": {k: v for k, v in ev.flat({name: result}).items() if k in HEADLINE}})

@@ -6,7 +6,8 @@ one listed) and a :class:`~core_model.inference.Reader`.  Report texts are the
 single-entity, temporal-free rewrites ``r`` the model is trained on (rules
 backend), so every suite compares the image with the same kind of text.
 Metrics are floats in [0, 1]; each suite also reports how many cases it used
-(keys ``n`` / ``*_n``), and a metric with no case is ``None``.  Every random
+(keys ``n`` / ``*_n``) and, where it helps, a mean count (``*_mean``), and a
+metric with no case is ``None``.  Every random
 choice is drawn from :func:`~core_model.text.edits.report_rng` (seed, study),
 so a suite gives the same numbers on every run.
 
@@ -42,15 +43,12 @@ Suites
     draws in the image, the heatmap's argmax cell centre, mapped back through
     the letterbox to image pixels, must fall in one of that finding's boxes.
 ``consistency``
-    errors injected into true reports (``r``): a flipped negation (``r^n``,
-    expects a *contradiction* on the entity), a removed finding (``r^r``,
-    expects an *omission*), a false finding (an absent finding's sentences
-    replaced by its positive prompt, expects a *contradiction*), plus the clean
-    report.  A flag of the expected kind on the injected entity is a true
-    positive; a flag of another kind on the injected entity is ignored; every
-    other flag (any flag on a clean report, or on another entity) is a false
-    positive.  Precision = TP / (TP + FP), recall = TP / injected cases.
-    ``recall_lenient`` also accepts an *unsupported* flag for a false finding.
+    the product's own task, measured as a reader experiences it
+    (:mod:`training.reader_suite`): drafts in a second phrasing family, truthful
+    ones and ones with one error (a flip, an omission, a false finding); the
+    false-flag rate on truthful drafts, recall per error kind, precision over
+    all flags, AUROC per kind, report-level detection accuracy, and the curve of
+    recall against false-flag rate.
 """
 
 from __future__ import annotations
@@ -389,29 +387,12 @@ def inject_errors(study: Study, *, seed: int = 0, backend: RewriteBackend | None
 
 def consistency(reader: Reader, studies: Sequence[Study], *, seed: int = 0,
                 backend: RewriteBackend | None = None, max_studies: int | None = 80) -> dict[str, Any]:
-    """Precision and recall of ``reader.check`` on injected report errors (see the module doc)."""
-    backend = backend or get_backend("rules")
-    chosen = list(studies)
-    if max_studies is not None and len(chosen) > max_studies:
-        rng = report_rng(seed, "consistency")
-        chosen = sorted(rng.sample(chosen, max_studies), key=lambda s: s.study_id)
-    tp = fp = injected = lenient = 0
-    for s in chosen:
-        if s.pixels is None:
-            raise ValueError("consistency needs the studies' pixels (load_studies(keep_pixels=True))")
-        for case, entity, report in inject_errors(s, seed=seed, backend=backend):
-            result = reader.check([StudyImage(s.pixels)], report, study_key=f"eval:{s.dicom_id}",
-                                  heatmaps=False)
-            flagged = {(f.kind, f.entity) for f in result.flags}
-            if case != "clean":
-                injected += 1
-                want = EXPECTED_KIND[case]
-                tp += (want, entity) in flagged
-                lenient += (want, entity) in flagged or (case == "add" and ("unsupported", entity) in flagged)
-            fp += sum(1 for _, e in flagged if case == "clean" or e != entity)
-    return {"precision": _ratio(tp, tp + fp), "recall": _ratio(tp, injected),
-            "recall_lenient": _ratio(lenient, injected),
-            "tp": tp, "fp": fp, "injected_n": injected, "studies_n": len(chosen)}
+    """The reader-facing consistency suite (:mod:`training.reader_suite`); ``backend`` is
+    unused (its drafts are written in their own phrasing family)."""
+    from training.reader_suite import consistency as reader_consistency
+
+    del backend
+    return reader_consistency(reader, studies, seed=seed, max_studies=max_studies)
 
 
 # --------------------------------------------------------------------- all together
