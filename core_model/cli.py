@@ -60,6 +60,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--show-unreliable", action="store_true",
                    help="show the flags even on an image the model's image check turns away "
                         "(each marked unreliable)")
+    p.add_argument("--mode", default=None,
+                   help="the model's validated flag mode: few, balanced or sensitive (default: "
+                        "balanced; docs/inference.md)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA if present)")
     p.set_defaults(func=_cmd_check)
 
@@ -334,6 +337,14 @@ def _cmd_check(args: argparse.Namespace) -> int:
         reader = Reader(args.model, device=args.device)
     except CheckpointError as exc:
         raise InputError(f"cannot load the model: {exc}") from exc
+    if args.mode is not None:
+        if not reader.modes:
+            raise InputError(f"{args.model} has no validated flag modes (fit them with concord "
+                             "operating-points); leave out --mode to use its calibration")
+        try:
+            reader.set_mode(args.mode)
+        except CheckError as exc:
+            raise InputError(str(exc)) from exc
     if not args.batch:
         report = _read_text_file(args.report)
         try:

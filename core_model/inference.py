@@ -58,6 +58,7 @@ from core_model.image_check import (
     picture_problem,
 )
 from core_model.imaging import ImageReadError, read_image
+from core_model.operating_points import DEFAULT_MODE, Mode, OperatingPointsError, load_modes
 from core_model.text.edits import NEGATIONS
 from core_model.text.labeler import default_labeler
 from core_model.text.observations import FINDINGS, Assertion
@@ -157,10 +158,13 @@ class CheckResult:
     model_version: str
     variant: str
     image_check: ImageCheck = field(default_factory=lambda: ImageCheck(True, ""))
+    #: The flag mode the check used (None: the calibration's points, for a model without modes).
+    mode: str | None = None
 
     def to_json(self, *, heatmaps: bool = False) -> dict[str, Any]:
         return {
             "image_check": self.image_check.to_json(),
+            "mode": self.mode,
             "flags": [f.to_json(heatmap=heatmaps) for f in self.flags],
             "probabilities": {k: round(float(v), 4) for k, v in self.probabilities.items()},
             "warnings": list(self.warnings),
@@ -223,8 +227,11 @@ class Reader:
         self.min_auc = min_auc
         try:
             self.image_description = load_description(model_dir)
-        except ImageCheckError as exc:
+            self.modes = load_modes(model_dir)
+        except (ImageCheckError, OperatingPointsError) as exc:
             raise CheckpointError(f"{Path(model_dir)}: {exc}") from None
+        #: The flag mode checks use (None: the calibration's points, for a model without modes).
+        self.mode: Mode | None = self.modes.get(DEFAULT_MODE) or next(iter(self.modes.values()), None)
         self._prompts = self._encode_prompts()
 
     # ----------------------------------------------------------------- embedding
@@ -400,13 +407,31 @@ class Reader:
             warnings.append(verdict.reason)
         probs = self.probabilities(encoding)
         if not verdict.accepted and not show_unreliable:
-            return CheckResult([], probs, warnings, self.model_version, self.variant, verdict)
+            return CheckResult([], probs, warnings, self.model_version, self.variant, verdict,
+                               self._mode_name())
         flags = self._flags(encoding, probs, report, warnings, heatmaps)
         if not verdict.accepted:
             for flag in flags:
                 flag.unreliable = True
                 flag.message = "Unreliable (image unlike the training images): " + flag.message
-        return CheckResult(flags, probs, warnings, self.model_version, self.variant, verdict)
+        return CheckResult(flags, probs, warnings, self.model_version, self.variant, verdict,
+                           self._mode_name())
+
+    def _mode_name(self) -> str | None:
+        return self.mode.name if self.mode is not None else None
+
+    def set_mode(self, name: str | None) -> Mode | None:
+        """Check with the model's mode ``name`` (None: its default); unknown names are an error."""
+        if not self.modes:
+            self.mode = None
+            return None
+        if name is None:
+            name = DEFAULT_MODE if DEFAULT_MODE in self.modes else next(iter(self.modes))
+        if name not in self.modes:
+            raise CheckError(f"the model has no flag mode {name!r}; it has "
+                             f"{', '.join(self.modes)}")
+        self.mode = self.modes[name]
+        return self.mode
 
     def image_verdict(self, encoding: _ImageEncoding) -> ImageCheck:
         """The distribution gate on an encoded study (accepted, with a warning, when the
@@ -439,16 +464,22 @@ class Reader:
             warnings.append("the report is empty: only omissions can be flagged")
         elif not any(s.mentions for s in labels.sentences):
             warnings.append("the report mentions no finding: only omissions can be flagged")
-        unreliable = [f for f in FINDINGS if not self.reliable(f)]
-        if unreliable:
-            warnings.append(
-                f"not checked, the model does not see them reliably (validation AUC below "
-                f"{self.min_auc:.2f}): " + ", ".join(f.lower() for f in unreliable))
+        mode = self.mode
+        if mode is not None:
+            checked = mode.checked
+            points = {f: mode.points.get(f) or Points.of(self.calibration.get(f)) for f in FINDINGS}
+            why = f"in the {mode.label.lower()} mode, the model cannot check them usefully"
+        else:
+            checked = frozenset(f for f in FINDINGS if self.reliable(f))
+            points = {f: Points.of(self.calibration.get(f)) for f in FINDINGS}
+            why = f"the model does not see them reliably (validation AUC below {self.min_auc:.2f})"
+        left_out = [f for f in FINDINGS if f not in checked]
+        if left_out:
+            warnings.append(f"not checked, {why}: " + ", ".join(f.lower() for f in left_out))
         mentioned, statements = self.statements(encoding, labels)
-        points = {f: Points.of(self.calibration.get(f)) for f in FINDINGS}
-        checked = frozenset(f for f in FINDINGS if f not in unreliable)
         flags = []
-        for r in raise_flags(statements, mentioned, probs, points, checked):
+        alignment = mode.alignment if mode is not None else True
+        for r in raise_flags(statements, mentioned, probs, points, checked, alignment=alignment):
             extra: dict[str, Any] = {}
             if r.statement is not None:
                 extra = {"sentence": r.statement.sentence, "span": r.statement.span,
@@ -480,7 +511,8 @@ class Reader:
 
     def _flag(self, kind: str, finding: str, says: str, p: float, encoding: _ImageEncoding, heatmaps: bool,
               **extra: Any) -> Flag:
-        suggests = "present" if p >= self.threshold(finding) else "absent"
+        # what the image suggests follows from the rule that raised the flag (flag_rules)
+        suggests = "present" if kind == "omission" or says == Assertion.ABSENT.value else "absent"
         return Flag(FlagKind(kind), finding, says, p, suggests, heatmap=self.heatmap(encoding, finding) if heatmaps else None,
                     message=describe_flag(kind, finding, says, suggests, p), **extra)
 

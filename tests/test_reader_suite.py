@@ -84,7 +84,7 @@ def case(error, entity, stated, truth, probabilities, alignment=-0.1, readable=T
 
 
 def test_the_metrics_count_as_a_reader_would():
-    points = {f: Points(0.6, 0.2, 0.2) for f in FINDINGS}
+    points = {f: Points(0.6, 0.2, 0.2, 0.6) for f in FINDINGS}
     checked = frozenset(FINDINGS)
     effusion, edema = "Pleural Effusion", "Edema"
     cases = [
@@ -117,7 +117,7 @@ def test_the_metrics_count_as_a_reader_would():
 def test_the_operating_point_family_never_crosses_one_half():
     cases = [case(None, None, {}, {"Edema"} if i % 2 else set(), {"Edema": i / 100})
              for i in range(100)]
-    floor = {f: Points(0.5, 0.2, 0.2) for f in FINDINGS}
+    floor = {f: Points(0.5, 0.2, 0.2, 0.5) for f in FINDINGS}
     strict = level_points(cases, 0.01, floor)["Edema"]
     lax = level_points(cases, 0.3, floor)["Edema"]
     assert strict.present >= lax.present >= 0.5

@@ -52,6 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     register_prompts(sub)
     register_average(sub)
     register_image_check(sub)
+    from training.operating_points_cli import register as register_operating_points
+
+    register_operating_points(sub)
     from training.evalcli import register as register_eval
 
     register_eval(sub)

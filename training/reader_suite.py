@@ -94,20 +94,23 @@ def cases_for(reader: Reader, studies: Sequence[Any], *, seed: int = 0,
     return cases, len(chosen), unwritable
 
 
-def flags_of(case: Case, points: Mapping[str, Points], checked: frozenset[str]) -> list[Raised]:
+def flags_of(case: Case, points: Mapping[str, Points], checked: frozenset[str], *,
+             alignment: bool = True) -> list[Raised]:
     if not case.readable:
         return []  # the product shows no flags on an image the model cannot read
-    return raise_flags(case.statements, case.mentioned, case.probabilities, points, checked)
+    return raise_flags(case.statements, case.mentioned, case.probabilities, points, checked,
+                       alignment=alignment)
 
 
-def score(cases: Sequence[Case], points: Mapping[str, Points], checked: frozenset[str]) -> dict[str, Any]:
+def score(cases: Sequence[Case], points: Mapping[str, Points], checked: frozenset[str], *,
+          alignment: bool = True) -> dict[str, Any]:
     """The operating-point-dependent metrics of the suite (see the module docstring)."""
     truthful = flagged_truthful = truthful_flags = 0
     caught = {k: 0 for k in ERROR_KINDS}
     errors = {k: 0 for k in ERROR_KINDS}
     tp = fp = correct = erroneous_flagged = 0
     for case in cases:
-        raised = flags_of(case, points, checked)
+        raised = flags_of(case, points, checked, alignment=alignment)
         error = case.draft.error
         if error is None:
             truthful += 1
@@ -180,7 +183,7 @@ def level_points(cases: Sequence[Case], level: float, floor: Mapping[str, Points
         present = float(np.quantile(negatives, 1.0 - level)) if negatives else floor[finding].present
         absent = float(np.quantile(positives, level)) if positives else floor[finding].absent
         absent = min(absent, 0.5)
-        points[finding] = Points(max(present, 0.5), absent, absent)
+        points[finding] = Points(max(present, 0.5), absent, absent, max(present, 0.5))
     return points
 
 
@@ -190,7 +193,14 @@ def consistency(reader: Reader, studies: Sequence[Any], *, seed: int = 0,
     cases, studies_n, unwritable = cases_for(reader, studies, seed=seed, max_studies=max_studies)
     points = {f: Points.of(reader.calibration.get(f)) for f in FINDINGS}
     checked = frozenset(f for f in FINDINGS if reader.reliable(f))
-    result = score(cases, points, checked)
+    mode = reader.mode
+    if mode is not None:  # the model's validated flag mode, as the product checks with it
+        at_mode = {f: mode.points.get(f) or points[f] for f in FINDINGS}
+        result = score(cases, at_mode, mode.checked, alignment=mode.alignment)
+        result["mode"] = mode.name
+    else:
+        result = score(cases, points, checked)
+        result["mode"] = None
     curve = {"level": [], "false_flag_rate": [], "recall": []}
     for level in CURVE_LEVELS:
         at = score(cases, level_points(cases, level, points), checked)
@@ -203,7 +213,7 @@ def consistency(reader: Reader, studies: Sequence[Any], *, seed: int = 0,
         "drafts_n": len(cases),
         "unwritable_n": unwritable,
         "unreadable_studies_n": len({id(c.probabilities) for c in cases if not c.readable}),
-        "checked_findings": sorted(checked),
+        "checked_findings": sorted(mode.checked if mode is not None else checked),
         "curve": curve,
     })
     return result
