@@ -136,11 +136,18 @@ FAKE_EVAL = textwrap.dedent(r'''
     for line in ("calibrated on 12 validate studies (0.1 s)", "embedded 20 test studies (0.2 s)",
                  "cxr_align done (0.1 s)", "zero_shot done (0.1 s)"):
         print("concord eval: " + line, file=sys.stderr, flush=True)
+    assert "--save-calibration" in args  # the gate judges what is saved with the model
     a = float(os.environ.get("FAKE_A", "0.8"))
-    results = {"format": "concord-eval", "metrics": {
-        "cxr_align.A": a, "cxr_align.B": 0.7, "zero_shot.mean_auc": 0.66,
-        "zero_shot.auc.Pleural Effusion": 0.71, "ncd.accuracy": None},
-        "n": {"cxr_align": 20, "zero_shot": 20}, "curves": {"big": [1, 2, 3]}}
+    n = int(os.environ.get("FAKE_N", "1000"))
+    metrics = {"cxr_align.A": a, "cxr_align.B": 0.7, "zero_shot.mean_auc": 0.66,
+               "zero_shot.auc.Pleural Effusion": 0.71, "ncd.accuracy": None,
+               "consistency.recall": 0.6, "consistency.false_flag_rate": 0.04,
+               "image_check.accept_rate": 0.99}
+    spread = 1.0 / n ** 0.5  # about a 95% interval's half width
+    intervals = {k: {"value": v, "n": n, "low": v - spread, "high": v + spread, "method": "fake"}
+                 for k, v in metrics.items() if v is not None and "auc." not in k}
+    results = {"format": "concord-eval", "metrics": metrics, "intervals": intervals,
+               "n": {"cxr_align": n, "zero_shot": n}, "curves": {"big": [1, 2, 3]}}
     out.write_text(json.dumps(results))
     print("cxr_align.A  %.3f" % a)
 ''')
@@ -500,14 +507,27 @@ def test_evaluate_compares_with_the_active_model_and_records_the_verdict(qtbot, 
     dialog = evaluate(qtbot, storage, fake_eval, dataset, "m-weak", FAKE_A="0.41")
     assert dialog.outcome == "evaluated" and not dialog.verdict.passed
     rows = {r[0]: r for r in dialog.table_rows()}
-    assert rows["cxr_align.A"][1:] == ["0.800", "0.410", "-0.390", "0.600", "NO"]
-    assert rows["cxr_align.B"][5] == "yes"
+    assert rows["cxr_align.A"][1:] == ["0.800", "0.410", "0.378 to 0.442 (n 1,000)", "-0.390",
+                                       ">= 0.6", "NO"]
+    assert rows["cxr_align.B"][6] == "yes"
+    assert rows["consistency.false_flag_rate"][5:] == ["<= 0.1", "yes"]
     assert dialog.table.horizontalHeaderItem(1).text() == "Active: m-good"
     assert "cxr_align.A: 0.410 is below the minimum 0.6" in dialog.verdict_label.text()
     assert "did not pass" in dialog.message_text()
     weak = storage.model("m-weak")
     assert weak.evaluation is not None and not weak.evaluation_passed
     assert storage.audit_log(action="model.evaluate")[0].details == {"passed": False}
+
+
+def test_evaluate_on_too_few_cases_is_not_a_pass(qtbot, storage, fake_eval, dataset, tmp_path):
+    register(storage, tmp_path, "m-small")
+    dialog = evaluate(qtbot, storage, fake_eval, dataset, "m-small", FAKE_A="1.0", FAKE_N="20")
+    assert dialog.outcome == "evaluated" and not dialog.verdict.passed and dialog.verdict.undecided
+    assert "too few cases to tell" in dialog.verdict_label.text()
+    assert "rests on 20 cases" in dialog.verdict_label.text()
+    assert not storage.model("m-small").evaluation_passed
+    with pytest.raises(ActivationRefused, match="rests on 20 cases"):
+        activate(storage, "m-small")
 
 
 def test_evaluate_failure_records_nothing(qtbot, storage, fake_eval, dataset, tmp_path):
@@ -545,8 +565,16 @@ def test_models_dialog_activates_refuses_and_rolls_back(qtbot, storage, tmp_path
     dialog.show()
     changed = []
     dialog.activeModelChanged.connect(changed.append)
+    asked: list[str] = []
+    answer = [False]
+    dialog.confirm_activation = lambda text: asked.append(text) or answer[0]
     assert [dialog.status_of(v) for v in ("m-1", "m-2", "m-new")] == ["passed", "failed",
                                                                        "not evaluated"]
+    # Activation asks first, showing the figures; declining changes nothing.
+    assert dialog.select("m-1") and not dialog.activate_selected()
+    assert storage.active_model() is None and changed == [] and len(asked) == 1
+    assert "Activate m-1?" in asked[0] and "cxr_align.A" in asked[0] and "0.700" in asked[0]
+    answer[0] = True
     assert dialog.select("m-1") and dialog.activate_selected()
     assert dialog.status_of("m-1") == "active" and changed == ["m-1"]
 
@@ -563,7 +591,11 @@ def test_models_dialog_activates_refuses_and_rolls_back(qtbot, storage, tmp_path
     with pytest.raises(ActivationRefused):  # storage's own rule, without the helper
         storage.activate_model("m-new")
 
+    asked.clear()
     assert dialog.select("m-3") and dialog.activate_selected()
+    # old and new side by side: the active model's figure, then the new one's
+    row = next(line for line in asked[0].splitlines() if line.startswith("cxr_align.A"))
+    assert row.split()[1:3] == ["0.700", "0.750"], row
     assert dialog.roll_back()
     assert storage.active_model().model_version == "m-1" and changed == ["m-1", "m-3", "m-1"]
     assert dialog.status_of("m-1") == "active" and dialog.status_of("m-3") == "passed"

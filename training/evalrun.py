@@ -38,10 +38,12 @@ from core_model.checkpoint import (
     save_checkpoint,
 )
 from core_model.inference import Reader, StudyImage
+from core_model.operating_points import save_modes
 from core_model.text.observations import FINDINGS
 from core_model.text.rewrite import get_backend
 from training import evaluate as ev
 from training.dataset import MimicDataset
+from training.intervals import intervals
 
 SUITES = ("cxr_align", "zero_shot", "retrieval", "ncd", "adversarial", "pointing", "consistency")
 #: Suites that train (minutes, not seconds): run only when named, never by ``all``.
@@ -53,6 +55,9 @@ HEADLINE = (
     "retrieval.label_f1", "ncd.accuracy", "adversarial.accuracy", "pointing.accuracy",
     "consistency.precision", "consistency.recall",
 )
+#: What a reader of the flags experiences, compared beside the headline metrics.
+READER_FIGURES = ("consistency.false_flag_rate", "consistency.report_detection_accuracy",
+                  "image_check.accept_rate")
 RESULTS_FILE = "results.json"
 RESULTS_FORMAT = "concord-eval"
 RESULTS_FORMAT_VERSION = 1
@@ -264,6 +269,16 @@ def run_eval(
     timings["image_check"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
+    modes = None
+    if "consistency" in chosen and calibration_split is not None:
+        # The flag modes are fitted on the calibration split's drafts, so the test split's
+        # consistency figures are measured at points it did not choose.
+        modes = _fit_modes(reader, data_root, calibration_split, seed)
+        reader.modes = modes
+        reader.set_mode(None)
+    timings["flag_modes"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
     backend = get_backend("rules")
     studies = ev.load_studies(reader, data_root, split, backend=backend,
                               keep_pixels="consistency" in chosen)
@@ -309,6 +324,13 @@ def run_eval(
     results["calibration"]["saved_to_model"] = save_calibration
     results["image_check"] = image_check
     results["metrics"].update(ev.flat({"image_check": {"accept_rate": image_check["accept_rate"]}}))
+    results["intervals"] = intervals(nested, image_check,
+                                     ([s.logits for s in studies], [s.labels for s in studies]),
+                                     seed=seed)
+    if modes is not None:
+        results["flag_modes"] = {name: {"budget": m.budget, "alignment": m.alignment,
+                                        "checked": sorted(m.checked), "validation": m.validation}
+                                 for name, m in modes.items()}
     tag = uuid.uuid4().hex[:8]
     staging = out / f".concord-eval-{tag}"
     # Beside its target, so the final rename never crosses file systems.
@@ -320,6 +342,10 @@ def run_eval(
                 "split": calibration_split, "dataset": str(Path(data_root).resolve()),
                 "target_sensitivity": target_sensitivity, "date": results["date"],
             }, image_description=fitted)
+            if modes is not None:
+                save_modes(model_dir, modes, provenance={
+                    "split": calibration_split, "dataset": str(Path(data_root).resolve()),
+                    "date": results["date"], "seed": seed})
         try:
             for name in names:
                 os.replace(staging / name, out / name)
@@ -331,6 +357,18 @@ def run_eval(
         pending.unlink(missing_ok=True)
     emit({"event": "done", "results": str(results_file), "seconds": time.perf_counter() - started})
     return results
+
+
+def _fit_modes(reader: Reader, data_root: Any, split: str, seed: int) -> dict[str, Any]:
+    """The flag modes fitted on ``split``'s drafts (training.operating_points)."""
+    from training.operating_points import fit_modes
+    from training.reader_suite import cases_for
+
+    studies = ev.load_studies(reader, data_root, split, keep_pixels=True)
+    if not studies:
+        raise EvalError(f"the {split} split of {data_root} has no studies to fit flag modes on")
+    cases, _, _ = cases_for(reader, studies, seed=seed)
+    return fit_modes(cases, findings=frozenset(f for f in FINDINGS if reader.reliable(f)))
 
 
 def _fit_image_check(reader: Reader, data_root: Any, threshold_split: str, seed: int) -> Any:
@@ -391,7 +429,9 @@ def suite_cases(name: str, result: Mapping[str, Any], studies_n: int) -> int:
         "pointing": result.get("n"),
         "consistency": result.get("injected_n"),
     }[name]
-    metric = next(result.get(k.split(".", 1)[1]) for k in HEADLINE if k.startswith(name + "."))
+    # consistency rests on its recall: a mode that raises no flag has no precision
+    metric = (result.get("recall") if name == "consistency" else
+              next(result.get(k.split(".", 1)[1]) for k in HEADLINE if k.startswith(name + ".")))
     return int(count or 0) if metric is not None else 0
 
 
@@ -487,6 +527,8 @@ def metrics_of(results: Mapping[str, Any]) -> dict[str, Any]:
 
 def _is_metric(name: str) -> bool:
     return (name in HEADLINE or name.startswith("zero_shot.auc.")
+            or name in READER_FIGURES or name.startswith(("consistency.recall_by_type.",
+                                                          "consistency.auroc_by_type."))
             or name == "consistency.recall_lenient"
             or (name.startswith("finetune.") and name.endswith((".mean_auc", ".mean_accuracy"))))
 
@@ -508,19 +550,45 @@ def compare_results(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[MetricRo
     return rows
 
 
-def passes(results: Mapping[str, Any], thresholds: Mapping[str, float]) -> tuple[bool, list[str]]:
-    """Whether every metric named in ``thresholds`` reaches its minimum, and the failures.
+def passes(results: Mapping[str, Any], thresholds: Mapping[str, float], *,
+           maximums: Mapping[str, float] | None = None,
+           min_cases: int = 0) -> tuple[bool, list[str]]:
+    """Whether every metric named in ``thresholds`` reaches its minimum (and every one in
+    ``maximums`` stays at or under its maximum), and the failures.
 
-    A metric the run lacks or could not measure (null) fails.
+    A metric the run lacks or could not measure (null) fails. With ``min_cases``, each
+    gated metric must also rest on at least that many cases and its 95% confidence interval
+    (``results["intervals"]``, training.intervals) must lie wholly on the passing side: a
+    split too small to tell is not a pass.
     """
     metrics = metrics_of(results)
+    known = results.get("intervals") or {}
     failures = []
-    for name, minimum in thresholds.items():
+    gated = [(name, bound, True) for name, bound in thresholds.items()]
+    gated += [(name, bound, False) for name, bound in (maximums or {}).items()]
+    for name, bound, is_minimum in gated:
         value = _number(metrics.get(name))
+        word = "minimum" if is_minimum else "maximum"
         if value is None:
-            failures.append(f"{name}: not measured (minimum {minimum:g})")
-        elif value < minimum:
-            failures.append(f"{name}: {value:.3f} is below the minimum {minimum:g}")
+            failures.append(f"{name}: not measured ({word} {bound:g})")
+            continue
+        if (value < bound) if is_minimum else (value > bound):
+            failures.append(f"{name}: {value:.3f} is {'below' if is_minimum else 'above'} the "
+                            f"{word} {bound:g}")
+            continue
+        if not min_cases:
+            continue
+        interval = known.get(name)
+        if not isinstance(interval, Mapping):
+            failures.append(f"{name}: {value:.3f} has no sample size or confidence interval "
+                            "(evaluate again with this version of concord eval)")
+        elif int(interval.get("n") or 0) < min_cases:
+            failures.append(f"{name}: {value:.3f} rests on {int(interval.get('n') or 0)} cases; "
+                            f"at least {min_cases} are needed to tell")
+        elif (interval["low"] < bound) if is_minimum else (interval["high"] > bound):
+            failures.append(f"{name}: {value:.3f}, but its 95% interval "
+                            f"({interval['low']:.3f} to {interval['high']:.3f}) reaches past the "
+                            f"{word} {bound:g}; too few cases to tell")
     return not failures, failures
 
 

@@ -5,7 +5,8 @@ line here and runs it with :class:`QProcess`, so a crash, an out-of-memory
 kill or a stuck CUDA call ends the child, never the application.
 
 * :class:`TrainRequest` -> ``concord train ... --progress json``;
-* :class:`EvalRequest` -> ``concord eval --model DIR --data ROOT --suite all -o DIR/eval/results.json``;
+* :class:`EvalRequest` -> ``concord eval --model DIR --data ROOT --suite all -o DIR/eval/results.json
+  --save-calibration``;
 * :func:`concord_command` turns ``concord`` arguments into ``(program, arguments)``:
   ``sys.executable -m app.cli ...``. A dialog takes any other
   :data:`CommandBuilder` instead (a test's fake child, a frozen build's own executable);
@@ -255,8 +256,10 @@ class EvalRequest:
             raise ValueError("choose the suites (all, or a comma list)")
 
     def arguments(self) -> list[str]:
+        # The operating points, flag modes and image check the gate judges are saved with
+        # the model, so the model activated is the model that was evaluated.
         args = ["eval", "--model", str(self.model_dir), "--data", str(self.data_root),
-                "--suite", self.suite, "-o", str(self.results_path)]
+                "--suite", self.suite, "-o", str(self.results_path), "--save-calibration"]
         if self.device and self.device != "auto":
             args += ["--device", self.device]
         return args

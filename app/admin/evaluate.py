@@ -40,6 +40,8 @@ from app.admin.commands import DEVICES, CommandBuilder, EvalRequest, concord_com
 from app.admin.fields import LogView, MessageLine, PathField
 from app.admin.process import ChildProcess
 from app.admin.registry import (
+    MIN_GATE_CASES,
+    ComparisonRow,
     Verdict,
     judge,
     load_results,
@@ -52,7 +54,7 @@ from app.storage import Role, Storage, StorageError, UserRecord
 #: Suites of ``concord eval --suite all``.
 ALL_SUITES = ("cxr_align", "zero_shot", "retrieval", "ncd", "adversarial", "pointing", "consistency")
 _PROGRESS_LINE = re.compile(r"^concord eval: (calibrated on|embedded|\w+ done)\b")
-COLUMNS = ("Metric", "Active", "New", "Difference", "Minimum", "Meets")
+COLUMNS = ("Metric", "Active", "New", "New: 95% interval", "Difference", "Bound", "Meets")
 BETTER, WORSE = QColor(27, 110, 32), QColor(164, 22, 26)
 
 
@@ -60,6 +62,8 @@ class EvaluateDialog(QDialog):
     """Evaluate a registered model and record whether it may be activated (admins only).
 
     ``model_version`` preselects a model; ``thresholds`` are the minimums
+    and ``maximums`` the maximums (defaults: the registry's gate), each resting on at least
+    ``min_cases`` cases;
     (default :data:`app.admin.registry.DEFAULT_THRESHOLDS`); ``data_root``
     prefills the dataset. ``command`` and ``environment`` as in
     :class:`~app.admin.retrain.RetrainDialog`.
@@ -79,6 +83,8 @@ class EvaluateDialog(QDialog):
         *,
         model_version: str | None = None,
         thresholds: Mapping[str, float] | None = None,
+        maximums: Mapping[str, float] | None = None,
+        min_cases: int = MIN_GATE_CASES,
         data_root: str | Path | None = None,
         command: CommandBuilder | None = None,
         environment: Mapping[str, str] | None = None,
@@ -87,6 +93,8 @@ class EvaluateDialog(QDialog):
         super().__init__(parent)
         self.storage = storage
         self.thresholds = dict(thresholds) if thresholds is not None else None
+        self.maximums = dict(maximums) if maximums is not None else None
+        self.min_cases = min_cases
         self.command = command or concord_command
         self.environment = dict(environment) if environment is not None else None
         self.verdict: Verdict | None = None
@@ -287,7 +295,7 @@ class EvaluateDialog(QDialog):
         """Show ``results`` beside the active model's, store the verdict; the verdict or None."""
         try:
             active = self.storage.active_model()
-            verdict = judge(results, active, self.thresholds)
+            verdict = judge(results, active, self.thresholds, self.maximums, self.min_cases)
         except StorageError as exc:
             self.outcome = "failed"
             self._show(f"cannot read the active model: {exc}", "error")
@@ -306,6 +314,9 @@ class EvaluateDialog(QDialog):
         self.status_label.setText(f"Evaluated {model_version}.")
         if verdict.passed:
             self._show(f"{model_version} passed; activate it in Admin > Models…", "ok")
+        elif verdict.undecided:
+            self._show(f"{model_version} was not passed: its evaluation rests on too few cases "
+                       "to tell; evaluate it on a larger test split", "warning")
         else:
             self._show(f"{model_version} did not pass; it cannot be activated", "warning")
         self.reload_models(model_version)
@@ -315,19 +326,24 @@ class EvaluateDialog(QDialog):
     def _fill_table(self, verdict: Verdict, model_version: str) -> None:
         active = verdict.active_version or "no active model"
         self.table.setHorizontalHeaderLabels(
-            ["Metric", f"Active: {active}", f"New: {model_version}", "Difference", "Minimum", "Meets"])
+            ["Metric", f"Active: {active}", f"New: {model_version}", *COLUMNS[3:]])
         self.table.setRowCount(len(verdict.rows))
         for i, row in enumerate(verdict.rows):
             meets = row.meets_minimum
-            cells = [row.metric, _num(row.active), _num(row.new), _num(row.difference, signed=True),
-                     _num(row.minimum), "" if meets is None else ("yes" if meets else "NO")]
+            bound = ("" if row.minimum is None and row.maximum is None
+                     else f">= {row.minimum:g}" if row.minimum is not None else f"<= {row.maximum:g}")
+            cells = [row.metric, _num(row.active), _num(row.new), _interval(row),
+                     _num(row.difference, signed=True), bound,
+                     "" if meets is None else ("yes" if meets else "NO")]
             for j, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 if j:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-                if j == 3 and row.difference:
-                    item.setForeground(QBrush(BETTER if row.difference > 0 else WORSE))
-                if j == 5 and meets is not None:
+                if j == 4 and row.difference:
+                    # a false-flag rate is better lower
+                    better = (row.difference < 0) == (row.maximum is not None)
+                    item.setForeground(QBrush(BETTER if better else WORSE))
+                if j == 6 and meets is not None:
                     item.setForeground(QBrush(BETTER if meets else WORSE))
                 self.table.setItem(i, j, item)
         self.table.resizeColumnsToContents()
@@ -350,6 +366,13 @@ class EvaluateDialog(QDialog):
 
     def message_text(self) -> str:
         return self.message.plain
+
+
+def _interval(row: ComparisonRow) -> str:
+    """``0.912 to 0.940 (n 1,459)``: the new value's 95% interval and sample size."""
+    if row.low is None or row.high is None:
+        return f"n {row.n:,}" if row.n else ""
+    return f"{row.low:.3f} to {row.high:.3f} (n {row.n:,})"
 
 
 def _num(value: float | None, *, signed: bool = False) -> str:

@@ -10,6 +10,7 @@ stays open.
 
 from __future__ import annotations
 
+import html
 from datetime import datetime
 
 from PySide6.QtCore import Qt, Signal
@@ -30,6 +31,8 @@ from PySide6.QtWidgets import (
 from app.admin.fields import MessageLine
 from app.admin.registry import (
     activate,
+    activation_comparison,
+    check_activation,
     evaluation_failures,
     metrics_summary,
     model_status,
@@ -196,6 +199,15 @@ class ModelsDialog(QDialog):
             self._error("Choose a model to activate.")
             return False
         try:
+            check_activation(self.storage, version)
+            comparison = activation_comparison(self.storage, version)
+        except StorageError as exc:
+            self._error(f"Cannot activate {version}: {exc}")
+            return False
+        if not self.confirm_activation(comparison):
+            self.message.show_message(f"{version} was not activated.", "info")
+            return False
+        try:
             record = activate(self.storage, version)
         except StorageError as exc:
             self._error(f"Cannot activate {version}: {exc}")
@@ -204,6 +216,15 @@ class ModelsDialog(QDialog):
         self.message.show_message(f"{record.model_version} is now the active model.", "ok")
         self.activeModelChanged.emit(record.model_version)
         return True
+
+    def confirm_activation(self, comparison: str) -> bool:
+        """Ask, showing the active and new models' figures side by side (a fixed-width table)."""
+        box = QMessageBox(QMessageBox.Icon.Question, "Activate model", comparison.split("\n", 1)[0],
+                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel, self)
+        box.setInformativeText("<pre>" + html.escape(comparison.split("\n", 1)[-1].strip("\n"))
+                               + "</pre>")
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        return box.exec() == QMessageBox.StandardButton.Yes
 
     def roll_back(self) -> bool:
         """Re-activate the previously active model; on refusal a message box says why."""

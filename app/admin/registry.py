@@ -25,7 +25,16 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
     "cxr_align.A": 0.6,
     "cxr_align.B": 0.6,
     "zero_shot.mean_auc": 0.6,
+    "consistency.recall": 0.4,
+    "image_check.accept_rate": 0.95,
 }
+#: Maximum values: the share of truthful drafts the default flag mode flags.
+DEFAULT_MAXIMUMS: dict[str, float] = {
+    "consistency.false_flag_rate": 0.10,
+}
+#: Cases each gated metric must rest on; below it, and whenever a metric's 95% interval
+#: straddles its bound, the evaluation cannot tell and the model is not passed.
+MIN_GATE_CASES = 100
 
 #: Keys of ``results.json`` not kept in the database (large and only for the plots).
 _NOT_STORED = ("curves",)
@@ -105,6 +114,12 @@ def activate(storage: Storage, model_version: str) -> ModelRecord:
     or its evaluation failed (the message says which and why); storage
     enforces the same rule and the role.
     """
+    check_activation(storage, model_version)
+    return storage.activate_model(model_version)
+
+
+def check_activation(storage: Storage, model_version: str) -> None:
+    """:class:`ActivationRefused`, saying why, when ``model_version`` may not be activated."""
     record = storage.model(model_version)
     if record.evaluation is None:
         raise ActivationRefused(
@@ -113,7 +128,47 @@ def activate(storage: Storage, model_version: str) -> ModelRecord:
         why = "; ".join(evaluation_failures(record)) or "it did not meet the minimums"
         raise ActivationRefused(
             f"model {model_version} did not pass its evaluation ({why}); it cannot be activated")
-    return storage.activate_model(model_version)
+
+
+#: Figures an activation puts side by side (flat metric names of results.json).
+ACTIVATION_FIGURES = ("cxr_align.A", "cxr_align.B", "zero_shot.mean_auc",
+                      "consistency.false_flag_rate", "consistency.recall_by_type.flip",
+                      "consistency.recall_by_type.false_finding",
+                      "consistency.recall_by_type.omission", "consistency.precision",
+                      "image_check.accept_rate")
+
+
+def activation_comparison(storage: Storage, model_version: str) -> str:
+    """What activating ``model_version`` changes, as plain text for a confirmation: the
+    active model's figures beside the new one's, with the new one's 95% intervals and sample
+    sizes, and the new one's flag mode."""
+    new = storage.model(model_version)
+    active = storage.active_model()
+    if active is not None and active.model_version == model_version:
+        return f"{model_version} is already the active model."
+    old_metrics = ((active.evaluation or {}).get("metrics") or {}) if active is not None else {}
+    new_eval = new.evaluation or {}
+    new_metrics = new_eval.get("metrics") or {}
+    intervals = new_eval.get("intervals") or {}
+    old_name = active.model_version if active is not None else "no active model"
+    lines = [f"Activate {model_version}? Every radiologist's next check uses it.", "",
+             f"{'figure':<44}{'active: ' + old_name:>24}{'new':>10}   new: 95% interval (n)"]
+    for name in ACTIVATION_FIGURES:
+        if name not in old_metrics and name not in new_metrics:
+            continue
+        interval = intervals.get(name) or {}
+        ci = (f"{interval['low']:.3f} to {interval['high']:.3f} (n {interval['n']:,})"
+              if "low" in interval else "")
+        lines.append(f"{name:<44}{_figure(old_metrics.get(name)):>24}"
+                     f"{_figure(new_metrics.get(name)):>10}   {ci}")
+    mode = ((new_eval.get("consistency") or {}).get("mode"))
+    if mode:
+        lines += ["", f"Flag figures are for the new model's {mode} mode, on the test split."]
+    return "\n".join(lines)
+
+
+def _figure(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, int | float) and not isinstance(value, bool) else "-"
 
 
 def roll_back(storage: Storage) -> ModelRecord:
@@ -133,13 +188,21 @@ class ComparisonRow:
     new: float | None
     difference: float | None
     minimum: float | None = None
+    maximum: float | None = None
+    n: int | None = None  # cases the new value rests on
+    low: float | None = None  # its 95% interval
+    high: float | None = None
 
     @property
     def meets_minimum(self) -> bool | None:
-        """None when the metric has no minimum."""
-        if self.minimum is None:
+        """Whether the new value meets its bound (a minimum, or a maximum); None without one."""
+        if self.minimum is None and self.maximum is None:
             return None
-        return self.new is not None and self.new >= self.minimum
+        if self.new is None:
+            return False
+        if self.minimum is not None and self.new < self.minimum:
+            return False
+        return self.maximum is None or self.new <= self.maximum
 
 
 @dataclass(frozen=True)
@@ -151,10 +214,19 @@ class Verdict:
     rows: list[ComparisonRow]
     thresholds: dict[str, float] = field(default_factory=dict)
     active_version: str | None = None
+    maximums: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def undecided(self) -> bool:
+        """Not passed only because the evaluation rests on too few cases to tell."""
+        return not self.passed and all("to tell" in f or "no sample size" in f for f in self.failures)
 
     def describe(self) -> str:
         if self.passed:
-            return "PASSED: every minimum is met; the model may be activated"
+            return ("PASSED: every minimum and maximum is met, with 95% confidence; the model "
+                    "may be activated")
+        if self.undecided:
+            return "NOT PASSED, too few cases to tell: " + "; ".join(self.failures)
         return "FAILED: " + "; ".join(self.failures)
 
 
@@ -176,21 +248,31 @@ def judge(
     results: Mapping[str, Any],
     active: ModelRecord | None = None,
     thresholds: Mapping[str, float] | None = None,
+    maximums: Mapping[str, float] | None = None,
+    min_cases: int = MIN_GATE_CASES,
 ) -> Verdict:
-    """The verdict of ``results`` against ``thresholds`` (default :data:`DEFAULT_THRESHOLDS`),
+    """The verdict of ``results`` against ``thresholds`` (minimums, default
+    :data:`DEFAULT_THRESHOLDS`) and ``maximums`` (default :data:`DEFAULT_MAXIMUMS`), each
+    metric on at least ``min_cases`` cases with its 95% interval on the passing side,
     compared with the active model's stored evaluation when there is one."""
     from training.evalrun import compare_results, passes
 
     thresholds = dict(DEFAULT_THRESHOLDS if thresholds is None else thresholds)
+    maximums = dict(DEFAULT_MAXIMUMS if maximums is None else maximums)
     baseline = (active.evaluation if active is not None else None) or {"metrics": {}}
-    ok, failures = passes(results, thresholds)
-    rows = [ComparisonRow(r.metric, r.a, r.b, r.difference, thresholds.get(r.metric))
-            for r in compare_results(baseline, results)]
+    ok, failures = passes(results, thresholds, maximums=maximums, min_cases=min_cases)
+    intervals = results.get("intervals") or {}
+
+    def row(metric: str, a: float | None, b: float | None, d: float | None) -> ComparisonRow:
+        interval = intervals.get(metric) or {}
+        return ComparisonRow(metric, a, b, d, thresholds.get(metric), maximums.get(metric),
+                             interval.get("n"), interval.get("low"), interval.get("high"))
+
+    rows = [row(r.metric, r.a, r.b, r.difference) for r in compare_results(baseline, results)]
     listed = {r.metric for r in rows}
-    rows += [ComparisonRow(name, None, None, None, minimum)
-             for name, minimum in thresholds.items() if name not in listed]
+    rows += [row(name, None, None, None) for name in [*thresholds, *maximums] if name not in listed]
     return Verdict(ok, failures, rows, thresholds,
-                   active.model_version if active is not None else None)
+                   active.model_version if active is not None else None, maximums)
 
 
 def record_evaluation(
@@ -209,6 +291,7 @@ def record_evaluation(
     stored = {k: v for k, v in results.items() if k not in _NOT_STORED}
     stored["gate"] = {
         "thresholds": verdict.thresholds,
+        "maximums": verdict.maximums,
         "passed": verdict.passed,
         "failures": verdict.failures,
         "compared_with": verdict.active_version,
@@ -219,11 +302,16 @@ def record_evaluation(
 
 
 __all__ = [
+    "ACTIVATION_FIGURES",
+    "DEFAULT_MAXIMUMS",
     "DEFAULT_THRESHOLDS",
+    "MIN_GATE_CASES",
     "AdminRequired",
     "ComparisonRow",
     "Verdict",
     "activate",
+    "activation_comparison",
+    "check_activation",
     "current_role",
     "evaluation_failures",
     "evaluation_metrics",
