@@ -856,7 +856,8 @@ class MainWindow(QMainWindow):
                 self._local_shortcuts.append(shortcut)
 
     def _apply_sensitivity(self) -> None:
-        """The flag operating point (Settings > Checking) on the loaded model's calibration."""
+        """The flag mode (Settings > Checking) on the loaded model, or for a model without
+        validated modes, the sensitivity on its calibration."""
         from app.report.worker import MODEL_LOCK
         from app.settings import thresholds_for
 
@@ -867,13 +868,17 @@ class MainWindow(QMainWindow):
             return
         with MODEL_LOCK:
             reader.calibration = thresholds_for(settings.sensitivity, base)
+            modes = getattr(reader, "modes", {})
+            if modes:
+                reader.set_mode(settings.flag_mode if settings.flag_mode in modes else None)
         if self._study is not None:
             self.editor.recheck_now()
 
     def open_settings(self) -> None:
         from app.settings import SettingsDialog
 
-        dialog = SettingsDialog(self.settings, problem=self._settings_problem, parent=self)
+        dialog = SettingsDialog(self.settings, problem=self._settings_problem,
+                                modes=getattr(self.reader, "modes", None), parent=self)
         dialog.settingsSaved.connect(self.apply_settings)
         dialog.exec()
         self._settings_problem = None

@@ -11,6 +11,7 @@ main window does that with the saved settings (see ``docs/settings.md``).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
@@ -44,6 +45,7 @@ from app.settings.values import (
     AUTOSAVE_RANGE,
     DEFAULT_GEMINI_MODEL,
     DEFAULT_SHORTCUTS,
+    FLAG_MODES,
     SENSITIVITY_PRESETS,
     Settings,
     SettingsError,
@@ -51,6 +53,7 @@ from app.settings.values import (
     describe_duplicates,
     duplicate_shortcuts,
 )
+from core_model.operating_points import MODES, Mode
 
 GEMINI_WARNING = (
     "Gemini sends report text (de-identified) to Google's servers; it leaves this machine."
@@ -81,8 +84,8 @@ DUPLICATE_TEXT = QColor("#5a0000")
 #: Which tab holds each setting, for bringing a problem forward.
 FIELD_TABS = {
     "device": "General", "database_url": "General", "autosave_seconds": "General",
-    "model_dir": "General", "sensitivity": "Checking", "rewriting_backend": "Checking",
-    "gemini_model": "Checking", "api_key": "Checking", "theme": "Appearance",
+    "model_dir": "General", "sensitivity": "Checking", "flag_mode": "Checking",
+    "rewriting_backend": "Checking", "gemini_model": "Checking", "api_key": "Checking", "theme": "Appearance",
     "shortcuts": "Shortcuts",
 }
 
@@ -105,10 +108,13 @@ class SettingsDialog(QDialog):
         *,
         path: str | os.PathLike[str] | None = None,
         problem: str | None = None,
+        modes: Mapping[str, Mode] | None = None,
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
         self.setWindowTitle("Concord settings")
+        #: The flag modes of the model the window checks with ({}: it has none).
+        self.modes = dict(modes or {})
         self.initial = settings or Settings()
         self.path = Path(path) if path is not None else None
         self.saved_settings: Settings | None = None
@@ -193,13 +199,30 @@ class SettingsDialog(QDialog):
         page = QWidget()
         layout = QVBoxLayout(page)
         form = QFormLayout()
+        self.mode_combo = QComboBox()
+        self.mode_combo.setAccessibleName("Flag mode")
+        for name in FLAG_MODES:
+            mode = self.modes.get(name)
+            self.mode_combo.addItem(mode.describe() if mode is not None else MODES[name][0], name)
+        self.mode_combo.setEnabled(bool(self.modes))
+        mode_help = _help(
+            "How many flags the check raises. Each mode was fitted on the model's validation "
+            "drafts: the share of truthful drafts that carried any flag, and the share of injected "
+            "errors (a flipped negation, a left-out finding, a false finding) it caught."
+            if self.modes else
+            "The model in use has no validated flag modes (fit them with concord "
+            "operating-points); its calibration's operating points are used, at the sensitivity "
+            "below.")
+        form.addRow("Flag mode", _stack(self.mode_combo, mode_help))
         self.sensitivity_combo = QComboBox()
         self._sensitivities: list[float | None] = [None, *SENSITIVITY_PRESETS]
         self.sensitivity_combo.addItems([FITTED_LABEL, *SENSITIVITY_PRESETS.values()])
-        form.addRow("Flag sensitivity", _stack(self.sensitivity_combo, _help(
-            "The share of the findings shown by the image that the check aims to flag: higher "
-            "catches more, with more false alarms. Points other than the model's fitted one are "
-            "estimated from its calibration.")))
+        self.sensitivity_row = _stack(self.sensitivity_combo, _help(
+            "For a model without flag modes: the share of the findings shown by the image that "
+            "the check aims to flag. Points other than the model's fitted one are estimated from "
+            "its calibration."))
+        form.addRow("Flag sensitivity", self.sensitivity_row)
+        form.setRowVisible(self.sensitivity_row, not self.modes)
 
         self.backend_combo = QComboBox()
         for value, label in BACKEND_LABELS.items():
@@ -297,6 +320,7 @@ class SettingsDialog(QDialog):
         self.autosave_spin.setValue(settings.autosave_seconds)
         self.model_dir_edit.setText(settings.model_dir)
         self.set_sensitivity(settings.sensitivity)
+        _select(self.mode_combo, settings.flag_mode)
         _select(self.backend_combo, settings.rewriting_backend)
         self.gemini_model_combo.setCurrentText(settings.gemini_model)
         _select(self.theme_combo, settings.theme)
@@ -335,6 +359,7 @@ class SettingsDialog(QDialog):
             device=self.device_combo.currentData(),
             database_url=self.database_edit.text().strip(),
             sensitivity=self.sensitivity(),
+            flag_mode=self.mode_combo.currentData(),
             rewriting_backend=self.backend_combo.currentData(),
             gemini_model=self.gemini_model_combo.currentText().strip(),
             theme=self.theme_combo.currentData(),

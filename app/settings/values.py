@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from core_model.operating_points import DEFAULT_MODE, MODES
+
 #: Version of the settings file's layout (the ``version`` key).
 FORMAT_VERSION = 1
 
@@ -33,6 +35,8 @@ SENSITIVITY_PRESETS: dict[float, str] = {
     0.95: "More flags: catch 95% of findings",
 }
 SENSITIVITY_RANGE = (0.5, 0.99)
+#: Flag modes a model may carry, strictest first (core_model.operating_points owns them).
+FLAG_MODES = tuple(MODES)
 
 #: Shortcut actions: name -> (label, default key sequence in Qt's portable text).
 ACTIONS: dict[str, tuple[str, str]] = {
@@ -136,9 +140,12 @@ class Settings:
     """Concord's user settings; every instance is valid (see the module docstring).
 
     ``database_url`` and ``model_dir`` are empty for the defaults (the
-    per-user SQLite file, the active model of the registry).  ``sensitivity``
-    is a target sensitivity for the flags' operating points, or None for the
-    points fitted with the model (see :func:`app.settings.thresholds_for`).
+    per-user SQLite file, the active model of the registry).  ``flag_mode`` is
+    the validated flag mode the check uses (the model's ``operating_points.json``;
+    see docs/inference.md).  ``sensitivity`` applies only to a model without
+    validated modes: a target sensitivity for its calibration's operating
+    points, or None for the points fitted with it (see
+    :func:`app.settings.thresholds_for`).
     ``shortcuts`` maps every action of :data:`ACTIONS` to a key sequence in Qt's
     portable text (``""``: no shortcut); actions left out take their defaults.
     """
@@ -146,6 +153,7 @@ class Settings:
     device: str = "auto"
     database_url: str = ""
     sensitivity: float | None = None
+    flag_mode: str = DEFAULT_MODE
     rewriting_backend: str = "rules"
     gemini_model: str = DEFAULT_GEMINI_MODEL
     theme: str = "system"
@@ -157,6 +165,7 @@ class Settings:
         _choice("device", self.device, DEVICES)
         _choice("rewriting_backend", self.rewriting_backend, REWRITING_BACKENDS)
         _choice("theme", self.theme, THEMES)
+        _choice("flag_mode", self.flag_mode, FLAG_MODES)
         if not isinstance(self.database_url, str):
             raise SettingsError(f"setting 'database_url' must be text, not {self.database_url!r}")
         object.__setattr__(self, "database_url", self.database_url.strip())
