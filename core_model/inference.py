@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from core_model.domain.flags import KIND_ORDER, FlagKind
+from core_model.finding_head import FindingHeadError, load_head
 from core_model.flag_rules import Points, Statement, raise_flags
 from core_model.image_check import (
     ImageCheck,
@@ -228,7 +229,9 @@ class Reader:
         try:
             self.image_description = load_description(model_dir)
             self.modes = load_modes(model_dir)
-        except (ImageCheckError, OperatingPointsError) as exc:
+            #: Per-finding scores from the backbone's features (None: the zero-shot scores).
+            self.finding_head = load_head(model_dir)
+        except (ImageCheckError, OperatingPointsError, FindingHeadError) as exc:
             raise CheckpointError(f"{Path(model_dir)}: {exc}") from None
         #: The flag mode checks use (None: the calibration's points, for a model without modes).
         self.mode: Mode | None = self.modes.get(DEFAULT_MODE) or next(iter(self.modes.values()), None)
@@ -317,10 +320,22 @@ class Reader:
             for finding, (pos, neg) in self._prompts.items()
         }
 
+    def finding_logits(self, encoding: _ImageEncoding) -> dict[str, float]:
+        """The uncalibrated score of each finding the flags rest on: the finding head's
+        (core_model.finding_head) where the model has one, else the zero-shot logit."""
+        raw = self.raw_logits(encoding)
+        if self.finding_head is None or encoding.features is None:
+            return raw
+        try:
+            head = self.finding_head.logits(encoding.features)
+        except FindingHeadError as exc:
+            raise CheckError(str(exc)) from None
+        return {f: head.get(f, raw[f]) for f in raw}
+
     def probabilities(self, encoding: _ImageEncoding) -> dict[str, float]:
-        """Calibrated zero-shot probability that each finding is present."""
+        """Calibrated probability that each finding is present (from :meth:`finding_logits`)."""
         out = {}
-        for finding, logit in self.raw_logits(encoding).items():
+        for finding, logit in self.finding_logits(encoding).items():
             cal = self.calibration.get(finding, {})
             logit = cal.get("a", 1.0) * logit + cal.get("b", 0.0)
             out[finding] = float(1.0 / (1.0 + np.exp(-np.clip(logit, -60, 60))))

@@ -55,6 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     from training.operating_points_cli import register as register_operating_points
 
     register_operating_points(sub)
+    from training.finding_head_cli import register as register_finding_head
+
+    register_finding_head(sub)
     from training.evalcli import register as register_eval
 
     register_eval(sub)

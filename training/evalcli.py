@@ -46,7 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--consistency-studies", type=int, default=None,
                    help="studies sampled for the consistency suite (default 500)")
     p.add_argument("--save-calibration", action="store_true",
-                   help="also write the fitted calibration into the model directory")
+                   help="fit the model's finding head on the training split, then write it, the "
+                        "calibration, the flag modes and the image check into the model directory")
     p.add_argument("--report-dir", default=None,
                    help="folder for calibration.json, the report and the plots "
                    "(default: the folder of -o)")
@@ -58,6 +59,8 @@ def _progress(event: dict[str, Any]) -> None:
     kind = event.get("event")
     if kind == "calibration" and event.get("split"):
         line = f"calibrated on {event['studies']} {event['split']} studies"
+    elif kind == "finding_head":
+        line = f"finding head fitted on {event['images']} training images"
     elif kind == "studies":
         line = f"embedded {event['studies']} {event['split']} studies"
     elif kind == "suite":
@@ -126,5 +129,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     for path in results["files"].values():
         print(f"wrote {path}")
     if results["calibration"]["saved_to_model"]:
-        print(f"calibration saved into {results['model']['dir']}")
+        print(f"finding head, calibration, flag modes and image check saved into "
+              f"{results['model']['dir']}")
     return 0

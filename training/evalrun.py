@@ -37,6 +37,7 @@ from core_model.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from core_model.finding_head import save_head
 from core_model.inference import Reader, StudyImage
 from core_model.operating_points import save_modes
 from core_model.text.observations import FINDINGS
@@ -121,7 +122,7 @@ def calibration_data(reader: Reader, data_root: str | os.PathLike[str], split: s
         seen.add(sample.study_id)
         enc = reader.embed_study([StudyImage(sample.load_image(), sample.view)],
                                  key=f"calibrate:{sample.dicom_id}")
-        raw = reader.raw_logits(enc)
+        raw = reader.finding_logits(enc)  # what the probabilities are computed from
         for f in FINDINGS:
             value = sample.labels.get(f, "")
             if value == "-1":
@@ -243,6 +244,16 @@ def run_eval(
         raise CheckpointError(f"cannot load the model: {exc}") from exc
     timings: dict[str, float] = {}
 
+    head = None
+    if save_calibration and calibration_split is not None:
+        # the finding head first: the calibration and the flag modes rest on its scores
+        t0 = time.perf_counter()
+        head = _fit_finding_head(reader, data_root, seed)
+        reader.finding_head = head
+        timings["finding_head"] = time.perf_counter() - t0
+        emit({"event": "finding_head", "findings": list(head.findings),
+              "images": head.provenance.get("images"), "seconds": timings["finding_head"]})
+
     t0 = time.perf_counter()
     if calibration_split is None:
         calibration = dict(reader.calibration)
@@ -342,6 +353,8 @@ def run_eval(
                 "split": calibration_split, "dataset": str(Path(data_root).resolve()),
                 "target_sensitivity": target_sensitivity, "date": results["date"],
             }, image_description=fitted)
+            if head is not None:
+                save_head(model_dir, head)
             if modes is not None:
                 save_modes(model_dir, modes, provenance={
                     "split": calibration_split, "dataset": str(Path(data_root).resolve()),
@@ -357,6 +370,16 @@ def run_eval(
         pending.unlink(missing_ok=True)
     emit({"event": "done", "results": str(results_file), "seconds": time.perf_counter() - started})
     return results
+
+
+def _fit_finding_head(reader: Reader, data_root: Any, seed: int) -> Any:
+    """The model's finding head fitted on the dataset's training split (training.finding_head)."""
+    from training.finding_head import fit_from_dataset
+
+    try:
+        return fit_from_dataset(reader.model, data_root, split="train", seed=seed)
+    except ValueError as exc:
+        raise EvalError(f"cannot fit the finding head: {exc}") from exc
 
 
 def _fit_modes(reader: Reader, data_root: Any, split: str, seed: int) -> dict[str, Any]:

@@ -96,6 +96,8 @@ class Study:
     heatmaps: dict[str, np.ndarray] = field(default_factory=dict)
     shape: tuple[int, int] = (0, 0)  # stored image (rows, columns)
     pixels: np.ndarray | None = None
+    #: The finding head's logits, where the model has one (what its flags rest on).
+    head_logits: dict[str, float] | None = None
 
     @property
     def positives(self) -> list[str]:
@@ -132,6 +134,7 @@ def load_studies(
             sample.study_id, sample.dicom_id, " ".join(sentences), dict(sample.labels),
             np.asarray(enc.embedding, np.float32), reader.raw_logits(enc), heatmaps,
             tuple(pixels.shape[:2]), pixels if keep_pixels else None,
+            reader.finding_logits(enc) if reader.finding_head is not None else None,
         ))
     return studies
 
@@ -267,6 +270,17 @@ def zero_shot(studies: Sequence[Study], *, curves: bool = False) -> dict[str, An
            "findings_n": len(auc)}
     if curves:
         out["curves"] = points
+    scored = [s for s in studies if s.head_logits is not None]
+    if scored:  # the model's finding head, beside its zero-shot scores
+        head = {}
+        for f in FINDINGS:
+            pairs = [(s.head_logits[f], s.labels.get(f, "") == "1") for s in scored
+                     if s.labels.get(f, "") != "-1"]
+            value = roc_auc([p[0] for p in pairs], [p[1] for p in pairs]) if pairs else None
+            if value is not None:
+                head[f] = value
+        out["finding_head"] = {"mean_auc": float(np.mean(list(head.values()))) if head else None,
+                               "auc": head}
     return out
 
 
