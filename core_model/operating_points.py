@@ -118,11 +118,12 @@ def card_section(modes: Mapping[str, Mode], provenance: Mapping[str, Any]) -> st
             f"{_pct(v.get('recall'))} | {_pct(by_type.get('flip'))} | "
             f"{_pct(by_type.get('omission'))} | {_pct(by_type.get('false_finding'))} | "
             f"{_pct(v.get('precision'))} | {left_out} |")
-    n = next(iter(modes.values())).validation.get("truthful_n") if modes else None
-    if n:
-        lines += ["", f"Validation: {n:,} truthful drafts and "
-                  f"{next(iter(modes.values())).validation.get('injected_n', 0):,} drafts with one "
-                  "injected error."]
+    first = next(iter(modes.values())).validation if modes else {}
+    if first.get("truthful_n"):
+        held = (f", each figure measured on studies held out of the fit ({first['cross_validated']}-"
+                "fold cross-validation)" if first.get("cross_validated") else "")
+        lines += ["", f"Validation: {first['truthful_n']:,} truthful drafts and "
+                  f"{first.get('injected_n', 0):,} drafts with one injected error{held}."]
     return "\n".join(lines) + "\n"
 
 

@@ -202,3 +202,41 @@ def test_prior_index_build_and_query(trained, tmp_path, capsys):
     save_checkpoint(ckpt.model, ckpt.tokenizer, other, variant="clip-ng-dtcg")
     assert main(["index", "query", str(index_dir), "--model", str(other), "--text", "x"]) == 2
     assert "model" in capsys.readouterr().err
+
+
+def test_check_modes_on_the_command_line(trained, tmp_path, capsys):
+    from core_model.flag_rules import Points
+    from core_model.operating_points import OPERATING_POINTS_FILE, Mode, save_modes
+    from core_model.text.observations import FINDINGS
+
+    effusion, _ = _effusion_images(trained["root"], 128)
+    report = tmp_path / "draft.txt"
+    report.write_text("FINDINGS: No pleural effusion. No pneumothorax.")
+    base = ["check", "--image", str(effusion[0]), "--report", str(report), "--json"]
+    assert main([*base, "--model", str(trained["dir"]), "--mode", "few"]) == 2
+    assert "has no validated flag modes" in capsys.readouterr().err
+
+    model = tmp_path / "with-modes"
+    model.mkdir()
+    for item in trained["dir"].iterdir():
+        (model / item.name).symlink_to(item)
+    # "few" denies nothing (every rule off); "sensitive" contradicts any effusion denial
+    off = {f: Points(None, None, None, None) for f in FINDINGS}
+    eager = {**off, "Pleural Effusion": Points(0.5, None, None, None)}
+    save_modes(model, {"few": Mode("few", 0.02, False, off),
+                       "sensitive": Mode("sensitive", 0.15, False, eager)})
+    assert main([*base, "--model", str(model), "--mode", "few"]) == 0
+    few = json.loads(capsys.readouterr().out)
+    assert few["mode"] == "few" and few["flags"] == []
+    assert any("not checked, in the few flags mode" in w for w in few["warnings"])
+    assert main([*base, "--model", str(model), "--mode", "sensitive"]) == 0
+    sensitive = json.loads(capsys.readouterr().out)
+    p = sensitive["probabilities"]["Pleural Effusion"]
+    kinds = [(f["kind"], f["entity"]) for f in sensitive["flags"]]
+    assert (("contradiction", "Pleural Effusion") in kinds) == (p >= 0.5)
+    assert {e for _, e in kinds} <= {"Pleural Effusion"}
+    assert main([*base, "--model", str(model), "--mode", "loud"]) == 2
+    assert "no flag mode 'loud'" in capsys.readouterr().err
+    (model / OPERATING_POINTS_FILE).write_text("{broken")
+    assert main([*base, "--model", str(model)]) == 2
+    assert "operating_points.json cannot be read" in capsys.readouterr().err

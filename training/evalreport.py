@@ -235,6 +235,18 @@ def _consistency_blocks(c: Mapping[str, Any], images: Sequence[str]) -> list[_Bl
                     f"report-level detection accuracy {_fmt(c.get('report_detection_accuracy'))}."),
         _Block("table", header=("error", "recall", "AUROC", "drafts"), rows=rows),
     ]
+    by_mode = c.get("by_mode") or {}
+    if by_mode:
+        blocks += [
+            _Block("p", f"Per flag mode on this split (the figures above are at the "
+                        f"{c.get('mode') or 'calibration'} mode):"),
+            _Block("table", header=("mode", "false-flag rate", "recall", "flip", "omission",
+                                    "false finding", "precision"), rows=[
+                (name, _fmt(m.get("false_flag_rate")), _fmt(m.get("recall")),
+                 *(_fmt((m.get("recall_by_type") or {}).get(k)) for k in
+                   ("flip", "omission", "false_finding")), _fmt(m.get("precision")))
+                for name, m in by_mode.items()]),
+        ]
     if CONSISTENCY_PNG in images:
         blocks.append(_Block("image", "Recall against false-flag rate", file=CONSISTENCY_PNG))
     return blocks

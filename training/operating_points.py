@@ -15,14 +15,15 @@ one rule of :mod:`core_model.flag_rules` on one finding:
 Each (finding, rule) starts switched off. A greedy search then opens, step by
 step, the point that buys the most error-catching per truthful draft newly
 flagged, while the expected share of truthful drafts carrying any flag stays
-within the mode's budget. Catches are weighed per error kind (each kind's
-recall counts equally), so the rarer error kinds are not starved. Three
-guards keep the points honest on studies validation never saw:
+within a target. Catches are weighed per error kind (each kind's recall
+counts equally), so the rarer error kinds are not starved. The target is
+set so that the mode keeps its budget on studies it was not fitted on:
+five-fold cross-validation over the validation studies (a study's drafts in
+one fold) measures each target's held-out false-flag rate, and the mode takes
+the largest target whose held-out rate keeps the budget with one-sided 95%
+confidence (:data:`MARGIN_Z`). The mode's figures are those held-out ones.
+Two more guards:
 
-* a point's false-flag share is counted over the group's *studies* (a study's
-  drafts share its image) and taken one standard error above its estimate
-  (:data:`COST_Z`): a point in the far tail, where validation happened to
-  flag nothing, is not free;
 * a point must make a flag at least :data:`MIN_LIKELIHOOD_RATIO` times likelier
   on an erroneous statement than on a truthful one: a flag on every
   assertion of a rare finding is cheap on the suite's drafts and says nothing
@@ -35,7 +36,7 @@ says so. Both ways of using the image-sentence alignment are fitted and the
 better kept.
 
 Everything is replayed from probabilities computed once per study, so fitting
-all modes takes seconds.
+all modes takes about a minute.
 """
 
 from __future__ import annotations
@@ -64,10 +65,16 @@ LOOKAHEAD = 24
 #: point that fires on a finding's every assertion because the finding is rare says nothing
 #: about the image, however cheap it is on the suite's drafts.
 MIN_LIKELIHOOD_RATIO = 5.0
-#: A point's false-flag share is taken one standard error (Wilson) above its estimate: the
-#: greedy search picks points where validation happened to flag few truthful statements, and
-#: without the margin a mode flags more drafts on new studies than on validation.
-COST_Z = 1.0
+#: Folds of the cross-validation that sets how much of its budget the greedy search may
+#: spend: a search that picks points where validation happened to flag few truthful
+#: statements flags more drafts on new studies, so each mode's target is the largest whose
+#: cross-validated false-flag rate stays within the budget.
+FOLDS = 5
+#: The held-out false-flag rate must keep the budget this many standard errors above its
+#: estimate.
+MARGIN_Z = 1.6448536269514722  # one-sided 95%
+#: Targets tried, as multiples of the budget, largest first.
+TARGET_STEPS = tuple(2.0 ** (k / 3) for k in range(6, -13, -1))
 
 
 @dataclass
@@ -125,6 +132,71 @@ def _row(i: int, case: Case, finding: str, rule: str, against: bool) -> tuple[in
     return i, group, case.probabilities[finding], against, bool(hit)
 
 
+def _subset(opp: Opportunities, keep: np.ndarray) -> Opportunities:
+    """The opportunities of the drafts ``keep`` marks (the others count as neither truthful
+    nor erroneous)."""
+    rows = keep[opp.case]
+    return Opportunities(opp.case[rows], opp.group[rows], opp.p[rows], opp.against[rows],
+                         opp.hit[rows], opp.truthful & keep, np.where(keep, opp.error_kind, -2),
+                         opp.study)
+
+
+def _measure(opp: Opportunities, fitted: Mapping[int, float], alignment: bool,
+             keep: np.ndarray) -> np.ndarray:
+    """Counts on the drafts ``keep`` marks at the fitted points: truthful drafts, those
+    flagged, flags, flags that catch an error, then per error kind the drafts and those
+    caught."""
+    fires = np.zeros(len(opp.p), bool)
+    for g, point in fitted.items():
+        rows = opp.group == g
+        rule = FITTED_RULES[g % len(FITTED_RULES)]
+        if rule == "unsupported":
+            fires[rows] = opp.p[rows] < point
+        else:
+            fires[rows] = opp.p[rows] >= point
+            if rule == "present" and alignment:
+                fires[rows] &= opp.against[rows]
+    fires &= keep[opp.case]
+    per_draft = np.bincount(opp.case[fires], minlength=opp.drafts)
+    caught = np.bincount(opp.case[fires & opp.hit], minlength=opp.drafts) > 0
+    truthful = opp.truthful & keep
+    counts = [truthful.sum(), (per_draft[truthful] > 0).sum(), fires.sum(), (fires & opp.hit).sum()]
+    for k in range(len(ERROR_KINDS)):
+        drafts = keep & (opp.error_kind == k)
+        counts += [drafts.sum(), (caught & drafts).sum()]
+    return np.array(counts, float)
+
+
+def _figures(counts: np.ndarray) -> dict[str, Any]:
+    truthful, flagged, flags, hits = counts[:4]
+    errors, caught = counts[4::2], counts[5::2]
+    return {
+        "false_flag_rate": flagged / truthful if truthful else None,
+        "recall": float(caught.sum() / errors.sum()) if errors.sum() else None,
+        "recall_by_type": {k: (float(c / n) if n else None)
+                           for k, n, c in zip(ERROR_KINDS, errors, caught, strict=True)},
+        "precision": hits / flags if flags else None,
+        "truthful_n": int(truthful), "injected_n": int(errors.sum()),
+    }
+
+
+def cross_validated(opp: Opportunities, target: float, alignment: bool,
+                    findings: frozenset[str] | None, folds: int = FOLDS, seed: int = 0) -> dict[str, Any]:
+    """The figures of points fitted for ``target`` on all folds but one, measured on that
+    one, summed over the folds (a study's drafts stay in one fold)."""
+    studies = np.unique(opp.study)
+    order = np.random.default_rng(seed).permutation(studies)
+    fold_of = np.empty(studies.max() + 1, int)
+    fold_of[order] = np.arange(len(order)) % folds
+    draft_fold = fold_of[opp.study]
+    counts = np.zeros(4 + 2 * len(ERROR_KINDS))
+    for k in range(folds):
+        held = draft_fold == k
+        fitted, _ = fit_mode(_subset(opp, ~held), target, alignment, findings)
+        counts += _measure(opp, fitted, alignment, held)
+    return _figures(counts)
+
+
 class _Group:
     """One (finding, rule): its candidate points, and at each the errors it catches and the
     share of its truthful statements it flags."""
@@ -150,37 +222,26 @@ class _Group:
         else:
             self.candidates = sorted({float(v) for v in hits if v >= 0.5}, reverse=True)
 
-    def informative(self, caught: int, point: float) -> bool:
-        """Whether the flag at ``point`` tells errors from truthful statements (see
-        :data:`MIN_LIKELIHOOD_RATIO`)."""
-        if not len(self.hits_p):
-            return False
-        if self.rule == "unsupported":
-            fired = int((self.truthful_p < point).sum())
-        else:
-            fired = int(((self.truthful_p >= point) & ~self.truthful_blocked).sum())
-        false_share = (fired + 0.5) / (len(self.truthful_p) + 1.0)
-        return caught / len(self.hits_p) >= MIN_LIKELIHOOD_RATIO * false_share
-
-    def at(self, point: float | None) -> tuple[int, float]:
-        """(errors caught, share of truthful statements flagged) at ``point``; the share is
-        the upper end of its Wilson interval at :data:`COST_Z` over the group's studies, so a
-        point in the far tail, where validation has seen few or no truthful statements, is
-        not taken as free."""
-        if point is None:
-            return 0, 0.0
-        if self.rule == "unsupported":
-            caught = int((self.hits_p < point).sum())
-            fired = self.truthful_p < point
-        else:
-            caught = int((self.hits_p >= point).sum())
-            fired = (self.truthful_p >= point) & ~self.truthful_blocked
-        if not len(fired):
-            return caught, 0.0
+        # Per candidate, computed once: errors caught, the share of truthful statements
+        # flagged (over the group's studies, with half a flag added, so a point in the far
+        # tail where validation saw no truthful statement flagged is not taken as free), and
+        # whether the flag there is informative (MIN_LIKELIHOOD_RATIO).
+        points = np.asarray(self.candidates, float)
+        hits_sorted = np.sort(self.hits_p)
+        fires_on = np.sort(self.truthful_p[~self.truthful_blocked])
+        if self.rule == "unsupported":  # p < point
+            caught = np.searchsorted(hits_sorted, points, "left")
+            fired = np.searchsorted(fires_on, points, "left")
+        else:  # p >= point
+            caught = len(hits_sorted) - np.searchsorted(hits_sorted, points, "left")
+            fired = len(fires_on) - np.searchsorted(fires_on, points, "left")
+        total = max(len(self.truthful_p), 1)
         n = max(self.truthful_studies, 1)
-        bounds = wilson(round(float(fired.mean()) * n), n, z=COST_Z)
-        assert bounds is not None
-        return caught, bounds[1]
+        self.caught = caught.astype(int)
+        self.share = (fired / total * n + 0.5) / (n + 1.0) if len(self.truthful_p) else np.zeros(len(points))
+        false_share = (fired + 0.5) / (len(self.truthful_p) + 1.0)
+        self.informative = (self.caught / max(len(self.hits_p), 1)
+                            >= MIN_LIKELIHOOD_RATIO * false_share) & (len(self.hits_p) > 0)
 
 
 def _false_flag_estimate(log_clear: float) -> float:
@@ -208,23 +269,28 @@ def fit_mode(opp: Opportunities, budget: float, alignment: bool,
         return groups[g].per_draft * float(np.log1p(-min(share, 1.0 - 1e-12)))
 
     while True:
-        best: tuple[float, float, int, int, tuple[int, float]] | None = None
+        best: tuple[float, float, int, int] | None = None  # (ratio, gain, group, candidate)
+        now = _false_flag_estimate(log_clear)
         for g, group in groups.items():
-            cands = group.candidates
-            for j in range(position[g] + 1, min(len(cands), position[g] + 1 + LOOKAHEAD)):
-                caught, share = group.at(cands[j])
-                gain = weights[group.kind] * (caught - state[g][0])
-                new_log = log_clear - clear(g, state[g][1]) + clear(g, share)
-                cost = _false_flag_estimate(new_log) - _false_flag_estimate(log_clear)
-                if (gain <= 0 or _false_flag_estimate(new_log) > budget
-                        or not group.informative(caught, cands[j])):
-                    continue
-                ratio = gain / cost if cost > 1e-12 else float("inf")
-                if best is None or (ratio, gain) > (best[0], best[1]):
-                    best = (ratio, gain, g, j, (caught, share))
+            lo = position[g] + 1
+            hi = min(len(group.candidates), lo + LOOKAHEAD)
+            if lo >= hi:
+                continue
+            caught_before, share_before = state[g]
+            gain = weights[group.kind] * (group.caught[lo:hi] - caught_before)
+            new_log = (log_clear - clear(g, share_before)
+                       + group.per_draft * np.log1p(-np.minimum(group.share[lo:hi], 1.0 - 1e-12)))
+            estimate = 1.0 - np.exp(new_log)
+            cost = estimate - now
+            ok = (gain > 0) & (estimate <= budget) & group.informative[lo:hi]
+            for j in np.flatnonzero(ok):
+                ratio = gain[j] / cost[j] if cost[j] > 1e-12 else float("inf")
+                if best is None or (ratio, gain[j]) > (best[0], best[1]):
+                    best = (ratio, float(gain[j]), g, lo + int(j))
         if best is None:
             break
-        _, _, g, j, at = best
+        _, _, g, j = best
+        at = (int(groups[g].caught[j]), float(groups[g].share[j]))
         log_clear += clear(g, at[1]) - clear(g, state[g][1])
         position[g], state[g] = j, at
     points = {g: groups[g].candidates[position[g]] for g in groups if position[g] >= 0}
@@ -251,15 +317,45 @@ def fit_modes(cases: Sequence[Case], budgets: Mapping[str, float] | None = None,
     budgets = budgets if budgets is not None else {n: b for n, (_, b) in MODES.items()}
     modes = {}
     for name, budget in budgets.items():
-        fits = [(fit_mode(opp, budget, alignment, findings), alignment) for alignment in (False, True)]
-        (fitted, _), alignment = max(fits, key=lambda f: (f[0][1], f[1]))
+        best: tuple[float, bool, float, dict[str, Any]] | None = None  # (recall, alignment, ...)
+        for alignment in (False, True):
+            for step in TARGET_STEPS:  # the largest target whose held-out rate keeps the budget
+                figures = cross_validated(opp, budget * step, alignment, findings)
+                if _within(figures, budget):
+                    break
+            else:
+                continue
+            recall = _macro(figures)
+            if best is None or recall > best[0]:
+                best = (recall, alignment, budget * step, figures)
+        if best is None:  # not even the smallest target keeps the budget: check nothing
+            points = points_of({})
+            modes[name] = Mode(name, budget, False, points, {"false_flag_rate": 0.0, "recall": 0.0})
+            continue
+        _, alignment, target, figures = best
+        fitted, _ = fit_mode(opp, target, alignment, findings)
         points = points_of(fitted)
         checked = frozenset(f for f, p in points.items() if p.checks_anything)
-        at = score(cases, points, checked, alignment=alignment)
-        validation = {k: at[k] for k in ("false_flag_rate", "false_flags_per_draft_mean", "recall",
-                                          "recall_by_type", "precision", "truthful_n", "injected_n")}
-        modes[name] = Mode(name, budget, alignment, points, validation)
+        in_sample = score(cases, points, checked, alignment=alignment)
+        modes[name] = Mode(name, budget, alignment, points, {
+            **figures, "cross_validated": FOLDS, "target": target,
+            "in_sample_false_flag_rate": in_sample["false_flag_rate"]})
     return modes
+
+
+def _within(figures: Mapping[str, Any], budget: float) -> bool:
+    """Whether the held-out false-flag rate keeps the budget, one standard error above its
+    estimate (Wilson, :data:`MARGIN_Z`): validation is not the studies a mode will meet."""
+    rate, n = figures["false_flag_rate"], figures["truthful_n"]
+    if rate is None or not n:
+        return False
+    bounds = wilson(round(rate * n), n, z=MARGIN_Z)
+    return bounds is not None and bounds[1] <= budget
+
+
+def _macro(figures: Mapping[str, Any]) -> float:
+    values = [v for v in figures["recall_by_type"].values() if v is not None]
+    return float(np.mean(values)) if values else 0.0
 
 
 def fit_and_save(cases: Sequence[Case], model_dir: str | os.PathLike[str],
@@ -270,5 +366,5 @@ def fit_and_save(cases: Sequence[Case], model_dir: str | os.PathLike[str],
     return modes
 
 
-__all__ = ["FITTED_RULES", "Opportunities", "fit_and_save", "fit_mode", "fit_modes", "opportunities",
+__all__ = ["FITTED_RULES", "FOLDS", "Opportunities", "cross_validated", "fit_and_save", "fit_mode", "fit_modes", "opportunities",
            "points_of"]

@@ -27,6 +27,10 @@ Metrics (each in [0, 1]; ``None`` without a case):
     the share of all drafts (truthful and erroneous) for which "has a flag"
     equals "has an error"; ``error_report_detection`` the share of erroneous
     drafts that get any flag at all (CorBenchX's detection rate);
+``by_mode``
+    the false-flag rate, recall (overall and per kind) and precision at each
+    of the model's flag modes (the metrics above are at the reader's mode,
+    the default unless told otherwise);
 ``curve``
     recall against false-flag rate when every checked finding's operating
     points move together along its own probability quantiles (drawn in
@@ -207,7 +211,14 @@ def consistency(reader: Reader, studies: Sequence[Any], *, seed: int = 0,
         curve["level"].append(level)
         curve["false_flag_rate"].append(at["false_flag_rate"])
         curve["recall"].append(at["recall"])
+    by_mode = {}
+    for name, other in reader.modes.items():  # every mode the model offers, on this split
+        at = score(cases, {f: other.points.get(f) or points[f] for f in FINDINGS}, other.checked,
+                   alignment=other.alignment)
+        by_mode[name] = {k: at[k] for k in ("false_flag_rate", "recall", "recall_by_type",
+                                            "precision")}
     result.update({
+        "by_mode": by_mode,
         "auroc_by_type": auroc_by_type(cases),
         "studies_n": studies_n,
         "drafts_n": len(cases),
