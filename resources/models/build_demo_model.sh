@@ -38,7 +38,7 @@ wait
 for variant in clip-ng-dtcg clip; do
   mkdir -p "$work/eval-$variant"
   concord eval --model "$work/run-$variant/model" --data "$work/world" --suite all \
-    -o "$work/eval-$variant/results.json" --save-calibration
+    --consistency-studies 1459 -o "$work/eval-$variant/results.json" --save-calibration
 done
 
 rm -rf "$here/concord-tiny-demo"
