@@ -63,6 +63,8 @@ class Mode:
     def describe(self) -> str:
         """``Balanced: 4.8 % of truthful drafts flagged, 61 % of errors caught (validation)``."""
         v = self.validation
+        if v.get("note"):
+            return f"{self.label}: {v['note']}"
         ffr, recall = v.get("false_flag_rate"), v.get("recall")
         if ffr is None or recall is None:
             return self.label

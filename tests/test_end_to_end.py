@@ -45,5 +45,7 @@ def test_train_then_eval_from_the_command_line(trained, tmp_path):  # noqa: F811
     for key in HEADLINE:
         suite, name = key.split(".")
         value = results[suite][name]
+        if key == "consistency.precision" and results["consistency"]["tp"] + results["consistency"]["fp"] == 0:
+            continue  # a model this small may check nothing in its default mode: no flag, no precision
         assert isinstance(value, float) and 0.0 <= value <= 1.0 and not math.isnan(value), key
     assert results["cxr_align"]["A"] > 0.5, results["cxr_align"]

@@ -129,6 +129,5 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     for path in results["files"].values():
         print(f"wrote {path}")
     if results["calibration"]["saved_to_model"]:
-        print(f"finding head, calibration, flag modes and image check saved into "
-              f"{results['model']['dir']}")
+        print(f"{', '.join(results['calibration']['saved'])} saved into {results['model']['dir']}")
     return 0

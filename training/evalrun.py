@@ -248,11 +248,12 @@ def run_eval(
     if save_calibration and calibration_split is not None:
         # the finding head first: the calibration and the flag modes rest on its scores
         t0 = time.perf_counter()
-        head = _fit_finding_head(reader, data_root, seed)
-        reader.finding_head = head
+        head = _fit_finding_head(reader, data_root, seed, warnings)
         timings["finding_head"] = time.perf_counter() - t0
-        emit({"event": "finding_head", "findings": list(head.findings),
-              "images": head.provenance.get("images"), "seconds": timings["finding_head"]})
+        if head is not None:
+            reader.finding_head = head
+            emit({"event": "finding_head", "findings": list(head.findings),
+                  "images": head.provenance.get("images"), "seconds": timings["finding_head"]})
 
     t0 = time.perf_counter()
     if calibration_split is None:
@@ -274,8 +275,9 @@ def run_eval(
     t0 = time.perf_counter()
     fitted = None
     if save_calibration and calibration_split is not None:
-        fitted = _fit_image_check(reader, data_root, calibration_split, seed)
-        reader.image_description = fitted
+        fitted = _fit_image_check(reader, data_root, calibration_split, seed, warnings)
+        if fitted is not None:
+            reader.image_description = fitted
     image_check = _image_check_rate(reader, data_root, split, seed, fitted is not None, warnings)
     timings["image_check"] = time.perf_counter() - t0
 
@@ -333,6 +335,9 @@ def run_eval(
                         target_sensitivity, seed, consistency_studies, chosen, len(studies),
                         nested, curves, timings, warnings)
     results["calibration"]["saved_to_model"] = save_calibration
+    results["calibration"]["saved"] = [name for name, item in (
+        ("finding head", head), ("calibration", True), ("flag modes", modes),
+        ("image check", fitted)) if save_calibration and item is not None]
     results["image_check"] = image_check
     results["metrics"].update(ev.flat({"image_check": {"accept_rate": image_check["accept_rate"]}}))
     results["intervals"] = intervals(nested, image_check,
@@ -372,14 +377,18 @@ def run_eval(
     return results
 
 
-def _fit_finding_head(reader: Reader, data_root: Any, seed: int) -> Any:
-    """The model's finding head fitted on the dataset's training split (training.finding_head)."""
+def _fit_finding_head(reader: Reader, data_root: Any, seed: int, warnings: list[str]) -> Any:
+    """The model's finding head fitted on the dataset's training split (training.finding_head);
+    None, with a warning, when the split has too few labelled images (the model keeps the
+    head it has, or its zero-shot scores)."""
     from training.finding_head import fit_from_dataset
 
     try:
         return fit_from_dataset(reader.model, data_root, split="train", seed=seed)
     except ValueError as exc:
-        raise EvalError(f"cannot fit the finding head: {exc}") from exc
+        kept = "keeps its own" if reader.finding_head is not None else "keeps its zero-shot scores"
+        warnings.append(f"no finding head was fitted ({exc}); the model {kept}")
+        return None
 
 
 def _fit_modes(reader: Reader, data_root: Any, split: str, seed: int) -> dict[str, Any]:
@@ -394,9 +403,11 @@ def _fit_modes(reader: Reader, data_root: Any, split: str, seed: int) -> dict[st
     return fit_modes(cases, findings=frozenset(f for f in FINDINGS if reader.reliable(f)))
 
 
-def _fit_image_check(reader: Reader, data_root: Any, threshold_split: str, seed: int) -> Any:
+def _fit_image_check(reader: Reader, data_root: Any, threshold_split: str, seed: int,
+                     warnings: list[str]) -> Any:
     """The model's image check fitted on the dataset's training images (saved with the
-    calibration)."""
+    calibration); None, with a warning, when the dataset is too small to fit one (the model
+    keeps the one it has, as after a training run too small for one)."""
     from core_model.image_check import ImageCheckError
     from training.image_check import fit_from_dataset
 
@@ -404,7 +415,9 @@ def _fit_image_check(reader: Reader, data_root: Any, threshold_split: str, seed:
         return fit_from_dataset(reader.model, data_root, fit_split="train",
                                 threshold_split=threshold_split, seed=seed)
     except ImageCheckError as exc:
-        raise EvalError(f"cannot fit the image check: {exc}") from exc
+        kept = "keeps its own" if reader.image_description is not None else "has none"
+        warnings.append(f"no image check was fitted ({exc}); the model {kept}")
+        return None
 
 
 def _image_check_rate(reader: Reader, data_root: Any, split: str, seed: int, fitted: bool,

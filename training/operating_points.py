@@ -328,9 +328,14 @@ def fit_modes(cases: Sequence[Case], budgets: Mapping[str, float] | None = None,
             recall = _macro(figures)
             if best is None or recall > best[0]:
                 best = (recall, alignment, budget * step, figures)
-        if best is None:  # not even the smallest target keeps the budget: check nothing
-            points = points_of({})
-            modes[name] = Mode(name, budget, False, points, {"false_flag_rate": 0.0, "recall": 0.0})
+        if best is None:  # not even the smallest target shows it keeps the budget: check nothing
+            truthful, injected = int(opp.truthful.sum()), int((opp.error_kind >= 0).sum())
+            modes[name] = Mode(name, budget, False, points_of({}), {
+                "false_flag_rate": 0.0, "recall": 0.0,
+                "recall_by_type": dict.fromkeys(ERROR_KINDS, 0.0), "precision": None,
+                "truthful_n": truthful, "injected_n": injected,
+                "note": f"too few validation drafts ({truthful} truthful) to show it keeps "
+                        f"{budget:.0%}; checks nothing"})
             continue
         _, alignment, target, figures = best
         fitted, _ = fit_mode(opp, target, alignment, findings)
