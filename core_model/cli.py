@@ -422,7 +422,8 @@ def _case_problem(case: Any) -> str | None:
 
 
 def _format_result(result: Any) -> str:
-    lines = [f"model {result.model_version} ({result.variant})"]
+    mode = f", {result.mode} mode" if result.mode else ""
+    lines = [f"model {result.model_version} ({result.variant}){mode}"]
     check = result.image_check
     if not check.accepted:
         lines.append(f"image not checked: {check.reason}")
