@@ -547,3 +547,27 @@ def test_screenshot_of_the_checking_tab(qtbot, fake_keyring):
     assert dlg.gemini_warning.isVisible()
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     assert dlg.grab().save(str(SCREENSHOTS / "settings.png"))
+
+
+def test_dialog_offers_the_models_flag_modes_with_their_figures(qtbot, fake_keyring, isolated):
+    from core_model.operating_points import load_modes
+
+    root = Path(__file__).resolve().parents[1]
+    modes = load_modes(root / "resources" / "models" / "concord-tiny-demo")
+    assert set(modes) == {"few", "balanced", "sensitive"}
+    dlg = SettingsDialog(Settings(flag_mode="sensitive"), modes=modes)
+    qtbot.addWidget(dlg)
+    items = [dlg.mode_combo.itemText(i) for i in range(dlg.mode_combo.count())]
+    assert [i.split(":")[0] for i in items] == ["Few flags", "Balanced", "Sensitive"]
+    assert all("of truthful drafts flagged" in i and "errors caught (validation)" in i for i in items)
+    assert dlg.mode_combo.isEnabled() and dlg.mode_combo.currentData() == "sensitive"
+    assert dlg.sensitivity_row.isHidden()  # the modes replace the sensitivity
+    dlg.mode_combo.setCurrentIndex(0)
+    assert dlg.current_settings().flag_mode == "few"
+
+    without = SettingsDialog(Settings(), modes={})  # a model without validated modes
+    qtbot.addWidget(without)
+    assert not without.mode_combo.isEnabled() and not without.sensitivity_row.isHidden()
+    assert without.current_settings().flag_mode == "balanced"
+    with pytest.raises(SettingsError, match="flag_mode"):
+        Settings(flag_mode="loud")
