@@ -13,9 +13,10 @@ other from 0.842 to 0.952; it cannot see what the backbone does not (lung
 lesions, fractures at 128 px).
 
 When a model has a head, the Reader's finding probabilities (calibration,
-flags, flag modes) come from it; the zero-shot logits still serve the
-zero-shot evaluation, the statement alignment, the evidence heatmaps and
-retrieval. The head lives in the checkpoint directory as
+flags, flag modes) come from it, and so does the evidence drawn for a flag
+(each patch's share of the head's score, :meth:`FindingHead.evidence`); the
+zero-shot logits still serve the zero-shot evaluation, the statement
+alignment and retrieval. The head lives in the checkpoint directory as
 ``finding_head.safetensors`` (feature mean and scale, weights, biases) and
 ``finding_head.json`` (findings, dimensions, provenance and the SHA-256 of
 the tensors file), written atomically and checked on load; a checkpoint
@@ -67,6 +68,18 @@ class FindingHead:
             raise FindingHeadError(f"the finding head expects {self.dim} features, the image "
                                    f"backbone gives {x.shape[0]} (a head fitted for another model?)")
         return x
+
+    def evidence(self, patches: np.ndarray, finding: str) -> np.ndarray | None:
+        """Each patch's contribution to ``finding``'s logit, from the last stage's weights
+        (the finding's score is the mean of these plus the other stages' terms): a class
+        activation map. ``patches`` is (N, C) of the last stage; None when the head has no
+        such finding or the shapes do not fit."""
+        if finding not in self.findings or patches.ndim != 2 or patches.shape[1] > self.dim:
+            return None
+        c = patches.shape[1]
+        k = self.findings.index(finding)
+        weights = self.weights[k, -c:] / self.scale[-c:]
+        return np.asarray(patches, np.float64) @ weights
 
     def logits(self, stages: Sequence[np.ndarray]) -> dict[str, float]:
         z = self.weights @ ((self.features(stages) - self.mean) / self.scale) + self.bias

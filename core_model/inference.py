@@ -192,6 +192,8 @@ class _ImageEncoding:
     grid: tuple[int, int]
     #: Per backbone stage, (images, C_k) pooled features: what the image check describes.
     features: list[np.ndarray] | None = None
+    #: (N, C) backbone features of the first frontal image's patches, before the projection.
+    patches: np.ndarray | None = None
 
 
 class Reader:
@@ -278,11 +280,12 @@ class Reader:
             return self._image_cache[key]
         batch = batch.to(self.device)
         with torch.inference_mode():
-            glob, tokens, grid, stages = self.model.encode_image_features(batch)
+            glob, tokens, grid, patches, stages = self.model.encode_image_features(batch)
         emb = glob.float().mean(0)
         emb = (emb / emb.norm().clamp_min(1e-12)).cpu().numpy()
         encoding = _ImageEncoding(emb, tokens[0].float().cpu().numpy(), tuple(grid),
-                                  [s.float().cpu().numpy() for s in stages])
+                                  [s.float().cpu().numpy() for s in stages],
+                                  patches[0].float().cpu().numpy())
         self._remember(self._image_cache, key, encoding, self._image_cache_size)
         return encoding
 
@@ -350,10 +353,17 @@ class Reader:
         return float(self.calibration.get(finding, {}).get("absent_threshold", min(0.2, self.threshold(finding) / 2)))
 
     def evidence(self, encoding: _ImageEncoding, finding: str) -> np.ndarray:
-        """Raw evidence per patch (grid h x w): similarity to the finding minus its denial."""
+        """Raw evidence per patch (grid h x w): each patch's share of the finding head's score
+        where the model has a head for the finding (core_model.finding_head), else its
+        similarity to the finding minus its denial."""
+        h, w = encoding.grid
+        head = self.finding_head
+        if head is not None and encoding.patches is not None:
+            score = head.evidence(encoding.patches, finding)
+            if score is not None:
+                return score[: h * w].reshape(h, w).astype(np.float32)
         pos, neg = self._prompts[finding]
         score = encoding.tokens @ pos - encoding.tokens @ neg
-        h, w = encoding.grid
         return score[: h * w].reshape(h, w).astype(np.float32)
 
     def heatmap(self, encoding: _ImageEncoding, finding: str) -> np.ndarray:

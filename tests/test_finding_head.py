@@ -105,6 +105,20 @@ def test_the_reader_checks_with_the_head_and_refuses_a_damaged_one(trained, tmp_
     assert set(scores) == set(FINDINGS)
     assert scores["Pleural Effusion"] != zero_shot["Pleural Effusion"]  # from the head
     assert scores["Fracture"] == zero_shot["Fracture"]  # not in the head: zero-shot
+    # The evidence drawn is each patch's share of the head's score (a class activation map):
+    # its mean, plus the other stages' terms, is the logit; a finding without a head keeps
+    # the zero-shot evidence.
+    h, w = encoding.grid
+    cam = with_head.evidence(encoding, "Pleural Effusion")
+    assert cam.shape == (h, w)
+    k = head.findings.index("Pleural Effusion")
+    c = encoding.patches.shape[1]
+    last = head.weights[k, -c:] / head.scale[-c:]
+    pooled = encoding.features[-1].mean(0)
+    assert np.isclose(cam.mean(), pooled @ last, rtol=1e-3, atol=1e-4)
+    pos, neg = with_head._prompts["Fracture"]
+    zero = (encoding.tokens @ pos - encoding.tokens @ neg)[: h * w].reshape(h, w)
+    assert np.allclose(with_head.evidence(encoding, "Fracture"), zero, atol=1e-6)
     (model_dir / FINDING_HEAD_TENSORS).write_bytes(b"not tensors")
     with pytest.raises(CheckpointError, match="finding head|does not match"):
         Reader(model_dir)

@@ -136,14 +136,15 @@ class ConcordCLIP(nn.Module):
 
     def encode_image_features(
         self, pixels: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int], list[torch.Tensor]]:
-        """:meth:`encode_image_tokens` plus each backbone stage's pooled features
-        (``[B, C_k]`` per stage): what the image check describes
-        (:mod:`core_model.image_check`)."""
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int], torch.Tensor, list[torch.Tensor]]:
+        """:meth:`encode_image_tokens`, the backbone's own patch features before the projection
+        (``[B, N, C]``: where the finding head's evidence is read, core_model.finding_head),
+        and each backbone stage's pooled features (``[B, C_k]`` per stage, last): what the
+        image check and the finding head describe."""
         self._check_pixels(pixels)
         pooled, tokens, grid, stages = self.visual.forward_stages(pixels)
         glob = F.normalize(self.image_proj(pooled), dim=-1)
-        return glob, F.normalize(self.image_proj(tokens), dim=-1), grid, stages
+        return glob, F.normalize(self.image_proj(tokens), dim=-1), grid, tokens, stages
 
     # ---- text
 
