@@ -1,6 +1,6 @@
 """Model checkpoints: one directory, written atomically, validated on load, never unpickled.
 
-Layout (DESIGN.md section 2)::
+Layout (docs/ARCHITECTURE.md)::
 
     model/
       config.json        format version, architecture, variant, image size, labels,

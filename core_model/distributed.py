@@ -1,6 +1,6 @@
 """Gathering features across ranks so a loss sees the global batch.
 
-Concord's soft labels (DESIGN.md section 3) are computed from intra-batch
+Concord's soft labels ("Bringing CLIP to the Clinic" (Ko and Park, CVPR 2025), eqs. 3-9) are computed from intra-batch
 similarity, so with torch.distributed (torchrun) the batch that matters is the
 *global* one: every rank gathers every rank's embeddings, builds the same
 global logits and targets, and computes the same global loss.  This module

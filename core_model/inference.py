@@ -1,4 +1,4 @@
-"""From model to flags (DESIGN.md section 4): the consistency check of a draft report.
+"""From model to flags (docs/inference.md): the consistency check of a draft report.
 
 A :class:`Reader` loads a checkpoint once and answers, for one study and one
 draft report, which statements the image contradicts, which it does not

@@ -1,7 +1,7 @@
 """Concord's contrastive losses, written next to the paper's equations.
 
-The paper is "Bringing CLIP to the Clinic" (shared/papers, section 4,
-equations 1-10); DESIGN.md section 3 names the variants after its Table 2.
+The paper is "Bringing CLIP to the Clinic" (Ko and Park, CVPR 2025): section 4,
+equations 1-10; the variants are named after its Table 2.
 One module computes every variant, so the ablations differ only in which
 ingredients they switch on (:func:`variant_spec`):
 
@@ -84,7 +84,7 @@ from core_model.distributed import gather_features
 
 @dataclass(frozen=True, slots=True)
 class VariantSpec:
-    """The ingredients of one loss variant (DESIGN.md section 3, the paper's Table 2)."""
+    """The ingredients of one loss variant (the paper's Table 2)."""
 
     name: str
     hard_negatives: bool = False
@@ -170,7 +170,7 @@ class LossConfig:
     """Loss hyper-parameters.
 
     The paper publishes neither thresholds nor weights: they are config values
-    chosen on validation data and recorded with each run (DESIGN.md section 3).
+    chosen on validation data and recorded with each run.
     Thresholds must lie in [0, 1): at 1 eq. 4 divides by zero, and below 0 an
     all-zero clinical vector (similarity 0) would pass the threshold.
     """

@@ -4,7 +4,7 @@ For every study of a MIMIC-layout dataset: the image, the report rewritten as
 single-entity sentences without temporal statements (``r``), its hard
 negative (``r^n`` with one positive finding negated; for a normal report, a
 single-finding report from the pool, section 4.1), the clinical vectors of
-both (DESIGN.md section 2), and the report graphs of both.  Every text is
+both (the paper's eqs. 3 and 5), and the report graphs of both.  Every text is
 derived with the report-language engine, so MIMIC, phantom and exported cases
 are prepared the same way.
 

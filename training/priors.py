@@ -1,4 +1,4 @@
-"""Building the prior-report index from a MIMIC-layout dataset (DESIGN.md section 4).
+"""Building the prior-report index from a MIMIC-layout dataset (similar prior reports, docs/ARCHITECTURE.md).
 
 Each study's report is embedded as the model sees reports in training (the
 single-entity, temporal-free rewrite ``r``), and its frontal images'

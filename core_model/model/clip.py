@@ -32,7 +32,7 @@ from core_model.model.tokenizer import ConcordTokenizer
 
 
 class ConcordCLIP(nn.Module):
-    """The negation-aware CLIP model of DESIGN.md section 3.
+    """The negation-aware CLIP model of "Bringing CLIP to the Clinic" (Ko and Park, CVPR 2025), section 4.
 
     ``visual``, ``text`` and ``graph`` are the encoders; ``image_proj``,
     ``text_proj`` and ``graph_proj`` are bias-free linear maps into the shared

@@ -9,7 +9,7 @@ Two sources:
 * :func:`train_wordpiece` trains a BERT-style WordPiece vocabulary on the
   training reports (BERT normaliser with lowercasing, ``BertPreTokenizer``,
   ``[PAD] [UNK] [CLS] [SEP] [MASK]``, ``[CLS] ... [SEP]`` post-processing), as
-  DESIGN.md section 2 asks when no pretrained tokenizer is given.
+  the product needs when no pretrained tokenizer is given.
 * :meth:`ConcordTokenizer.from_pretrained_dir` wraps a local HuggingFace
   directory (BioClinicalBERT's): its ``tokenizer.json``, else its ``vocab.txt``
   with BERT's pipeline (lowercasing as its ``tokenizer_config.json`` says,

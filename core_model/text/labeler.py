@@ -78,7 +78,7 @@ class ReportLabels:
         return [o for o in FINDINGS if self.labels[o] is Assertion.PRESENT]
 
     def clinical_vector(self, uncertain: float = 0.5) -> list[float]:
-        """The clinical vector C of DESIGN.md section 2, L2-normalised (all zeros stay zeros)."""
+        """The clinical vector C of the paper's eqs. 3 and 5, L2-normalised (all zeros stay zeros)."""
         values = {Assertion.PRESENT: 1.0, Assertion.UNCERTAIN: uncertain}
         v = [values.get(self.labels[o], 0.0) for o in OBSERVATIONS]
         norm = math.sqrt(sum(x * x for x in v))

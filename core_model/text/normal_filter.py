@@ -1,6 +1,7 @@
 """OFF-CLIP's text filtering: drop normal-finding sentences from abnormal reports.
 
-OFF-CLIP (see shared/papers/off-clip-summary.txt) observes that abnormal
+OFF-CLIP (the second recipe: an off-diagonal term loss and sentence-level
+text filtering for normal case detection) observes that abnormal
 reports are full of normal statements ("The lungs are clear.", "No pleural
 effusion.") which, under contrastive training, tie an *abnormal* image to
 normal language and blur the normal cluster.  Its fix is sentence-level:

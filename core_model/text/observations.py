@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-#: CheXpert's 14 observations, in CheXpert's order (DESIGN.md section 2).
+#: CheXpert's 14 observations, in CheXpert's order (the labels of MIMIC-CXR's CheXpert file).
 OBSERVATIONS: tuple[str, ...] = (
     "No Finding",
     "Enlarged Cardiomediastinum",
