@@ -17,13 +17,12 @@ from core_model.checkpoint import load_checkpoint
 from core_model.inference import Reader
 from core_model.text.observations import FINDINGS
 from training.dataset import CHEXPERT_CSV, METADATA_CSV, SPLIT_CSV
+from training.evalgate import compare_results, passes
 from training.evalrun import (
     HEADLINE,
     SUITES,
     EvalError,
-    compare_results,
     parse_suites,
-    passes,
     run_eval,
 )
 

@@ -2,8 +2,8 @@
 
 The child writes ``<model dir>/eval/results.json`` (and the report and plots
 beside it). The dialog then shows the new model's metrics beside the active
-model's stored evaluation (``training.evalrun.compare_results``) with the
-minimums each must reach (``training.evalrun.passes``), and stores the
+model's stored evaluation (``training.evalgate.compare_results``) with the
+minimums each must reach (``training.evalgate.passes``), and stores the
 evaluation and its verdict with the model (``storage.set_evaluation``). Only a
 model whose evaluation passed can be activated (Admin > Models…).
 """

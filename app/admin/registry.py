@@ -4,7 +4,7 @@ The storage layer is the authority: it refuses every registry change by a
 non-admin (``PermissionDenied``) and the activation of a model without a
 passing evaluation (``ActivationRefused``). These helpers check the same
 things first so the dialogs can say why in plain words, and put the
-evaluation verdict (``training.evalrun.passes`` against minimums, beside
+evaluation verdict (``training.evalgate.passes`` against minimums, beside
 ``compare_results`` with the active model) into one :class:`Verdict`.
 """
 
@@ -255,7 +255,7 @@ def judge(
     :data:`DEFAULT_THRESHOLDS`) and ``maximums`` (default :data:`DEFAULT_MAXIMUMS`), each
     metric on at least ``min_cases`` cases with its 95% interval on the passing side,
     compared with the active model's stored evaluation when there is one."""
-    from training.evalrun import compare_results, passes
+    from training.evalgate import compare_results, passes
 
     thresholds = dict(DEFAULT_THRESHOLDS if thresholds is None else thresholds)
     maximums = dict(DEFAULT_MAXIMUMS if maximums is None else maximums)
