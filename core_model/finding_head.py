@@ -25,8 +25,6 @@ without them checks with the zero-shot scores, as before.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from core_model.checked_tensors import read_checked, write_checked
 
 FINDING_HEAD_TENSORS = "finding_head.safetensors"
 FINDING_HEAD_FILE = "finding_head.json"
@@ -88,28 +88,18 @@ class FindingHead:
 
 def save_head(directory: str | os.PathLike[str], head: FindingHead) -> Path:
     """Write the head into a model directory, atomically; returns the JSON file."""
-    from safetensors.numpy import save
-
-    from core_model.files import atomic_write_bytes, atomic_write_text
-
-    root = Path(directory)
-    data = save({"mean": head.mean.astype(np.float32), "scale": head.scale.astype(np.float32),
-                 "weights": head.weights.astype(np.float32), "bias": head.bias.astype(np.float32)})
+    tensors = {"mean": head.mean.astype(np.float32), "scale": head.scale.astype(np.float32),
+               "weights": head.weights.astype(np.float32), "bias": head.bias.astype(np.float32)}
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "feature": "image backbone stages, pooled over space, concatenated",
         "findings": list(head.findings),
         "dim": head.dim,
-        "tensors_sha256": hashlib.sha256(data).hexdigest(),
         "provenance": head.provenance,
     }
-    try:
-        atomic_write_bytes(root / FINDING_HEAD_TENSORS, data, mode=0o644)
-        return atomic_write_text(root / FINDING_HEAD_FILE, json.dumps(meta, indent=2) + "\n", mode=0o644)
-    except OSError as exc:
-        raise FindingHeadError(f"cannot write the finding head into {root}: "
-                               f"{exc.strerror or exc}") from exc
+    return write_checked(Path(directory), FINDING_HEAD_FILE, FINDING_HEAD_TENSORS, tensors, meta,
+                         FindingHeadError, "finding head")
 
 
 def load_head(directory: str | os.PathLike[str]) -> FindingHead | None:
@@ -117,30 +107,12 @@ def load_head(directory: str | os.PathLike[str]) -> FindingHead | None:
 
     A half-written, changed or corrupt one raises :class:`FindingHeadError`.
     """
-    from safetensors import SafetensorError
-    from safetensors.numpy import load
-
-    root = Path(directory)
-    meta_file, tensors_file = root / FINDING_HEAD_FILE, root / FINDING_HEAD_TENSORS
-    if not meta_file.exists() and not tensors_file.exists():
+    stored = read_checked(Path(directory), FINDING_HEAD_FILE, FINDING_HEAD_TENSORS, FORMAT,
+                          FORMAT_VERSION, FindingHeadError, "finding head")
+    if stored is None:
         return None
-    for file in (meta_file, tensors_file):
-        if not file.is_file():
-            raise FindingHeadError(f"the finding head is incomplete: {file.name} is missing")
+    meta, tensors = stored
     try:
-        meta = json.loads(meta_file.read_text(encoding="utf-8"))
-        data = tensors_file.read_bytes()
-    except (OSError, ValueError) as exc:
-        raise FindingHeadError(f"{FINDING_HEAD_FILE} cannot be read ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise FindingHeadError(f"{FINDING_HEAD_FILE} is not a Concord finding head")
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-        raise FindingHeadError(f"{FINDING_HEAD_FILE} is from a newer Concord; update Concord")
-    if hashlib.sha256(data).hexdigest() != meta.get("tensors_sha256"):
-        raise FindingHeadError(f"{FINDING_HEAD_TENSORS} does not match {FINDING_HEAD_FILE} "
-                               "(changed or corrupt after it was saved)")
-    try:
-        tensors = load(data)
         findings = tuple(str(f) for f in meta["findings"])
         d = int(meta["dim"])
         head = FindingHead(findings, tensors["mean"].astype(np.float64),
@@ -149,7 +121,7 @@ def load_head(directory: str | os.PathLike[str]) -> FindingHead | None:
         if (head.mean.shape != (d,) or head.scale.shape != (d,)
                 or head.weights.shape != (len(findings), d) or head.bias.shape != (len(findings),)):
             raise ValueError("the tensors have the wrong shapes")
-    except (SafetensorError, KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise FindingHeadError(f"the finding head cannot be read ({exc})") from None
     values = np.concatenate([head.mean, head.scale, head.weights.ravel(), head.bias])
     if not np.isfinite(values).all() or head.scale.min() <= 0:

@@ -28,8 +28,6 @@ fitted.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -37,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from core_model.checked_tensors import read_checked, write_checked
 
 IMAGE_CHECK_TENSORS = "image_check.safetensors"
 IMAGE_CHECK_FILE = "image_check.json"
@@ -274,16 +274,10 @@ def ledoit_wolf(centred: np.ndarray) -> np.ndarray:
 
 def save_description(directory: str | os.PathLike[str], description: ImageDescription) -> Path:
     """Write the description into a model directory, atomically; returns the JSON file."""
-    from safetensors.numpy import save
-
-    from core_model.files import atomic_write_bytes, atomic_write_text
-
-    root = Path(directory)
     tensors = {}
     for k, layer in enumerate(description.layers):
         tensors[f"mean_{k}"] = layer.mean.astype(np.float32)
         tensors[f"precision_{k}"] = layer.precision.astype(np.float32)
-    data = save(tensors)
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -292,16 +286,10 @@ def save_description(directory: str | os.PathLike[str], description: ImageDescri
                    for layer in description.layers],
         "threshold": float(description.threshold),
         "percentile": float(description.percentile),
-        "tensors_sha256": hashlib.sha256(data).hexdigest(),
         "provenance": description.provenance,
     }
-    try:
-        atomic_write_bytes(root / IMAGE_CHECK_TENSORS, data, mode=0o644)
-        return atomic_write_text(root / IMAGE_CHECK_FILE, json.dumps(meta, indent=2) + "\n",
-                                 mode=0o644)
-    except OSError as exc:
-        raise ImageCheckError(f"cannot write the image check into {root}: "
-                              f"{exc.strerror or exc}") from exc
+    return write_checked(Path(directory), IMAGE_CHECK_FILE, IMAGE_CHECK_TENSORS, tensors, meta,
+                         ImageCheckError, "image check")
 
 
 def load_description(directory: str | os.PathLike[str]) -> ImageDescription | None:
@@ -309,30 +297,12 @@ def load_description(directory: str | os.PathLike[str]) -> ImageDescription | No
 
     A half-written, changed or corrupt one raises :class:`ImageCheckError`.
     """
-    from safetensors import SafetensorError
-    from safetensors.numpy import load
-
-    root = Path(directory)
-    meta_file, tensors_file = root / IMAGE_CHECK_FILE, root / IMAGE_CHECK_TENSORS
-    if not meta_file.exists() and not tensors_file.exists():
+    stored = read_checked(Path(directory), IMAGE_CHECK_FILE, IMAGE_CHECK_TENSORS, FORMAT,
+                          FORMAT_VERSION, ImageCheckError, "image check")
+    if stored is None:
         return None
-    for file in (meta_file, tensors_file):
-        if not file.is_file():
-            raise ImageCheckError(f"the image check is incomplete: {file.name} is missing")
+    meta, tensors = stored
     try:
-        meta = json.loads(meta_file.read_text(encoding="utf-8"))
-        data = tensors_file.read_bytes()
-    except (OSError, ValueError) as exc:
-        raise ImageCheckError(f"{IMAGE_CHECK_FILE} cannot be read ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ImageCheckError(f"{IMAGE_CHECK_FILE} is not a Concord image check")
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-        raise ImageCheckError(f"{IMAGE_CHECK_FILE} is from a newer Concord; update Concord")
-    if hashlib.sha256(data).hexdigest() != meta.get("tensors_sha256"):
-        raise ImageCheckError(f"{IMAGE_CHECK_TENSORS} does not match {IMAGE_CHECK_FILE} (changed "
-                              "or corrupt after it was saved)")
-    try:
-        tensors = load(data)
         layers = []
         for k, info in enumerate(meta["layers"]):
             mean = tensors[f"mean_{k}"].astype(np.float64)
@@ -342,7 +312,7 @@ def load_description(directory: str | os.PathLike[str]) -> ImageDescription | No
                 raise ValueError(f"stage {k} has the wrong shape")
             layers.append(Layer(mean, precision, float(info["scale"])))
         threshold = float(meta["threshold"])
-    except (SafetensorError, KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise ImageCheckError(f"the image check cannot be read ({exc})") from None
     values = [threshold] + [la.scale for la in layers] + [float(np.sum(la.precision)) for la in layers]
     if not layers or not np.isfinite(values).all() or min(la.scale for la in layers) <= 0:
